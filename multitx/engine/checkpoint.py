@@ -1,0 +1,123 @@
+"""Checkpoints that survive crashes and never run code when loaded.
+
+Layout: RUN_DIR/checkpoints/step_0001000/
+    model.safetensors   the weights (safetensors: tensors only, nothing executable)
+    state.pt            optimizer, step, RNG states, data position, best metric;
+                        tensors and plain types only, read with torch.load(weights_only=True)
+    config.yaml         the run's full config, plain YAML
+
+Each checkpoint is written into `step_N.tmp/`, every file flushed to disk, and the
+folder renamed to `step_N/` in one atomic step. A crash or kill mid-save leaves a
+`.tmp` folder, never a damaged `step_N/`, so the last good checkpoint survives.
+The newest `keep` checkpoints are kept, plus the best one (named in best.txt).
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from multitx.errors import UserError
+from multitx.files import atomic_write_bytes, fsync_path
+
+STEP_DIR = re.compile(r"^step_(\d{7,})$")
+FILES = ("model.safetensors", "state.pt", "config.yaml")
+
+
+def step_dirs(checkpoints: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.iterdir() if STEP_DIR.match(p.name) and all((p / f).exists() for f in FILES)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest(run_dir: Path) -> Path | None:
+    found = step_dirs(Path(run_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def best(run_dir: Path) -> Path | None:
+    marker = Path(run_dir) / "checkpoints" / "best.txt"
+    if marker.exists():
+        path = marker.parent / marker.read_text().strip()
+        if path.is_dir():
+            return path
+    return None
+
+
+def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_yaml: str, *,
+         keep: int = 2, is_best: bool = False) -> Path:
+    checkpoints = Path(run_dir) / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / f"step_{step:07d}"
+    tmp = checkpoints / f"step_{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+        with open(tmp / "state.pt", "wb") as f:
+            torch.save(state, f)
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        for name in FILES:
+            fsync_path(tmp / name)
+        if final.exists():  # same step saved again (e.g. final save right after an eval save)
+            shutil.rmtree(final)
+        tmp.rename(final)
+        fsync_path(checkpoints)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest(run_dir)
+        kept = f"; the last good checkpoint {last} is untouched" if last else ""
+        raise UserError(f"could not write checkpoint {final} ({err.strerror or err}){kept}; "
+                        f"free some disk space or choose another run_dir") from None
+    if is_best:
+        atomic_write_bytes(checkpoints / "best.txt", final.name.encode())
+    prune(checkpoints, keep)
+    return final
+
+
+def prune(checkpoints: Path, keep: int) -> None:
+    best_marker = checkpoints / "best.txt"
+    best_name = best_marker.read_text().strip() if best_marker.exists() else None
+    for old in step_dirs(checkpoints)[:-keep]:
+        if old.name != best_name:
+            shutil.rmtree(old)
+
+
+def load_state(path: Path) -> dict:
+    """Training state, loaded without unpickling anything but tensors and plain types."""
+    file = Path(path) / "state.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{file} is missing; resume from a complete checkpoint folder") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types here
+        text = str(err)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise UserError(f"refused to load {file}: it holds Python objects that would run code when unpickled; "
+                            f"only load checkpoints you trust, written by multitx") from None
+        raise UserError(f"{file} is truncated or corrupt ({text.splitlines()[0][:120]}); "
+                        f"resume from an earlier checkpoint with resume=PATH") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load model.safetensors into `model`, strictly: every tensor present, every shape equal."""
+    file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+    try:
+        missing, unexpected = load_model(model, str(file), strict=False)
+    except FileNotFoundError:
+        raise UserError(f"{file} is missing; point to a complete checkpoint folder") from None
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{file} is truncated or corrupt ({err}); use an earlier checkpoint") from None
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:160])
+        raise UserError(f"{file} was written by a different model configuration ({first}); "
+                        f"use the model.* settings it was trained with") from None
+    if missing or unexpected:
+        names = ", ".join(list(missing)[:3] + list(unexpected)[:3])
+        raise UserError(f"{file} was written by a different model configuration (tensors not matching: {names}); "
+                        f"use the model.* settings it was trained with")

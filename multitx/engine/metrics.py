@@ -1,0 +1,59 @@
+"""Where a run's numbers go: RUN_DIR/metrics.jsonl (one JSON line per evaluation),
+RUN_DIR/steps.jsonl (one line per optimizer step) and TensorBoard events."""
+
+import json
+import math
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+
+        self.evals = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        self.steps = open(Path(run_dir) / "steps.jsonl", "a", encoding="utf-8")
+        self.board = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        if self.enabled:
+            self.steps.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
+            self.board.add_scalar("train/loss_step", loss, step)
+
+    def evaluation(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        self.evals.write(json.dumps({"step": step, **{k: clean(v) for k, v in metrics.items()}}) + "\n")
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self.board.add_scalar(name.replace("val_", "val/").replace("train_", "train/"), value, step)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.enabled:
+            self.evals.flush()
+            self.steps.flush()
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.flush()
+            self.evals.close()
+            self.steps.close()
+            self.board.close()
+
+
+def clean(value):
+    """JSON has no NaN: write it as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Lines of a .jsonl file; for steps.jsonl after a resume, the last line of each step wins."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if rows and "loss" in rows[0]:
+        by_step = {row["step"]: row for row in rows}
+        rows = [by_step[s] for s in sorted(by_step)]
+    return rows

@@ -1,0 +1,121 @@
+"""Multi-head attention: message passing between tokens.
+
+Every token emits a query ("what am I looking for"), a key ("what do I hold")
+and a value ("what I pass on"). A token's output is the average of all values
+weighted by softmax(q·k / sqrt(Dh)) over the tokens it may see. With H heads
+this happens H times in parallel on Dh = D / H channels each.
+
+Shapes: B batch, T query tokens, S key/value tokens, D model width,
+H heads, Dh = D / H channels per head.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from multitx.nn.kv_cache import LayerCache
+from multitx.nn.positions import Rotary
+
+
+class Attention(nn.Module):
+    """Self-attention (keys from the same tokens) or cross-attention (keys from `memory`).
+
+    The default path is fused `scaled_dot_product_attention` (flash attention on
+    GPUs). Set `capture_weights = True` to take the explicit softmax(QKᵀ/√Dh)·V
+    path instead and keep the attention map in `.weights` (B, H, T, S).
+    """
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = False, cross: bool = False):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model width {dim} is not divisible by {heads} heads")
+        self.heads, self.head_dim, self.cross = heads, dim // heads, cross
+        if cross:
+            self.to_q = nn.Linear(dim, dim, bias=bias)  # queries from the tokens being written
+            self.to_kv = nn.Linear(dim, 2 * dim, bias=bias)  # keys and values from the memory
+        else:
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)  # one matmul for all three
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.dropout = dropout
+        self.proj_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.capture_weights = False
+        self.weights: torch.Tensor | None = None
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(x, "b t (h d) -> b h t d", h=self.heads)  # (B, T, D) -> (B, H, T, Dh)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        causal: bool = False,
+        key_mask: torch.Tensor | None = None,
+        rotary: Rotary | None = None,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D).
+
+        memory: (B, S, D), the tokens to read from in cross-attention.
+        key_mask: (B, S) bool, True for real keys, False for padding.
+        cache: keys/values of earlier positions (self-attention) or of the
+            memory (cross-attention); appended to / filled in place.
+        """
+        start = 0
+        if self.cross:
+            q = self.split_heads(self.to_q(x))  # (B, H, T, Dh)
+            if cache is not None and cache.memory_kv is not None:
+                k, v = cache.memory_kv  # computed once per generation
+            else:
+                if memory is None:
+                    raise ValueError("cross-attention needs a memory sequence")
+                k, v = map(self.split_heads, self.to_kv(memory).chunk(2, dim=-1))  # (B, H, S, Dh) each
+                if cache is not None:
+                    cache.memory_kv = (k, v)
+            causal = False
+        else:
+            q, k, v = map(self.split_heads, self.to_qkv(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
+            if cache is not None:
+                start = cache.length
+            if rotary is not None:
+                q, k = rotary(q, start), rotary(k, start)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, H, start + T, Dh): all positions so far
+
+        allowed = self.allowed(q.shape[2], k.shape[2], start, causal, key_mask, q.device)
+        dropout = self.dropout if self.training else 0.0
+        if self.capture_weights:
+            out = self.explicit(q, k, v, allowed, dropout, causal)
+        else:
+            plain_causal = causal and allowed is None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=plain_causal)
+        out = rearrange(out, "b h t d -> b t (h d)")  # heads side by side again: (B, T, D)
+        return self.proj_dropout(self.proj(out))
+
+    @staticmethod
+    def allowed(t: int, s: int, start: int, causal: bool, key_mask, device) -> torch.Tensor | None:
+        """Boolean (B|1, 1, T, S) mask of which key each query may see, or None for
+        "all" / "plain causal" (which SDPA handles itself, fastest)."""
+        mask = None
+        if causal and (start > 0 or key_mask is not None or t != s):
+            # Query i sits at absolute position start + i and sees keys 0 .. start + i.
+            query_pos = torch.arange(start, start + t, device=device)[:, None]
+            mask = (torch.arange(s, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, T, S)
+        if key_mask is not None:
+            keys = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+            mask = keys if mask is None else mask & keys
+        return mask
+
+    def explicit(self, q, k, v, allowed, dropout: float, causal: bool) -> torch.Tensor:
+        """softmax(QKᵀ/√Dh)·V spelled out, keeping the weights for inspection."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if allowed is None and causal:
+            allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        self.weights = weights.detach()
+        return F.dropout(weights, dropout) @ v  # (B, H, T, Dh)

@@ -1,0 +1,124 @@
+"""The one transformer trunk shared by every task.
+
+A stack of pre-norm blocks. Each block lets tokens communicate (attention),
+optionally reads from a second sequence (cross-attention over `memory`), then
+lets each token compute on what it gathered (MLP). Residual connections carry
+the token stream (B, T, D) through unchanged in shape.
+
+The trunk does not know whether its tokens came from characters or pixels.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from multitx.nn.attention import Attention
+from multitx.nn.kv_cache import KVCache
+from multitx.nn.positions import Rotary
+
+
+class MLP(nn.Module):
+    """Per-token computation: D -> hidden -> D."""
+
+    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        self.fc = nn.Linear(dim, hidden, bias=bias)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(hidden, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, skip a residual branch for a random subset of samples."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.rate)  # (B, 1, 1)
+        return x * keep / (1 - self.rate)
+
+
+class Block(nn.Module):
+    """x + attention(norm(x)) [+ cross_attention(norm(x), memory)] + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = False,
+                 cross_attention: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-5):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.attn = Attention(dim, heads, dropout=dropout, bias=bias)
+        self.norm_cross = nn.LayerNorm(dim, eps=norm_eps, bias=bias) if cross_attention else None
+        self.cross = Attention(dim, heads, dropout=dropout, bias=bias, cross=True) if cross_attention else None
+        self.norm_mlp = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None):
+        x = x + self.drop_path(self.attn(self.norm_attn(x), causal=causal, key_mask=mask, rotary=rotary, cache=cache))
+        if self.cross is not None:
+            x = x + self.drop_path(self.cross(self.norm_cross(x), memory, key_mask=memory_mask, cache=cache))
+        return x + self.drop_path(self.mlp(self.norm_mlp(x)))
+
+
+class Trunk(nn.Module):
+    """A stack of `layers` blocks of width `dim`, then a final LayerNorm.
+
+    causal: each token sees only itself and earlier tokens (decoders).
+    cross_attention: blocks also attend to a `memory` sequence (captioning).
+    rotary_positions: if > 0, rotary positions up to this length inside attention.
+    """
+
+    def __init__(self, *, dim: int, layers: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 bias: bool = False, causal: bool = False, cross_attention: bool = False,
+                 rotary_positions: int = 0, drop_path: float = 0.0, norm_eps: float = 1e-5):
+        super().__init__()
+        self.dim, self.heads, self.causal = dim, heads, causal
+        self.rotary = Rotary(dim // heads, rotary_positions) if rotary_positions else None
+        # Stochastic depth grows linearly with depth, as in DeiT / timm.
+        rates = [drop_path * i / max(layers - 1, 1) for i in range(layers)]
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, cross_attention=cross_attention,
+                  drop_path=rate, norm_eps=norm_eps)
+            for rate in rates
+        )
+        self.norm_out = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.apply(init_gpt2)
+        # GPT-2: scale the projections that write into the residual stream by
+        # 1/sqrt(2 * layers), so the stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
+
+    def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """x: (B, T, D) tokens -> (B, T, D) tokens that have attended to each other.
+
+        memory: (B, S, D) tokens to cross-attend to; mask: (B, T) and
+        memory_mask: (B, S) are True for real tokens, False for padding.
+        """
+        for i, block in enumerate(self.blocks):
+            x = block(x, memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask,
+                      rotary=self.rotary, cache=None if cache is None else cache.layers[i])
+        return self.norm_out(x)
+
+    def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:
+        return KVCache.empty(layers=len(self.blocks), batch=batch, heads=self.heads, max_len=max_len,
+                             head_dim=self.dim // self.heads, device=device, dtype=dtype)
+
+    def attention_modules(self) -> list[Attention]:
+        return [m for m in self.modules() if isinstance(m, Attention)]
+
+
+def init_gpt2(module: nn.Module) -> None:
+    """GPT-2 initialisation: N(0, 0.02) weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,78 @@
+"""python -m multitx.sample run_dir=DIR [prompt="ROMEO:"] [max_new_tokens=500]
+       [temperature=0.8] [top_k=40] [seed=1] [checkpoint=best|latest|PATH] [device=auto]
+
+Writes text from a trained charlm run. Same seed, same text.
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from multitx.cli import run_cli
+from multitx.engine import checkpoint
+from multitx.engine.runtime import setup_runtime
+from multitx.errors import UserError
+from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.text.tokenizer import CharTokenizer
+
+DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,
+            "checkpoint": "best", "device": "auto", "debug": False}
+
+
+def parse_args(argv: list[str], defaults: dict) -> dict:
+    """key=value arguments over `defaults`; an unknown key is an error."""
+    args = dict(defaults)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")
+        args[key] = OmegaConf.from_dotlist([f"v={value}"]).v if key != "prompt" else value
+    if not args["run_dir"]:
+        raise UserError("say which run to sample from: run_dir=DIR (the folder python -m multitx.train wrote)")
+    return args
+
+
+def pick_checkpoint(run_dir: Path, which: str) -> Path:
+    if which == "best":
+        found = checkpoint.best(run_dir) or checkpoint.latest(run_dir)
+    elif which == "latest":
+        found = checkpoint.latest(run_dir)
+    else:
+        found = Path(which)
+    if found is None or not found.is_dir():
+        raise UserError(f"no checkpoint found in {run_dir}/checkpoints; train first, or give checkpoint=PATH")
+    return found
+
+
+def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu"):
+    """The model, tokenizer and checkpoint path of a finished or running charlm run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    if cfg.task.name != "charlm":
+        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.sample writes text from charlm runs")
+    tokenizer = CharTokenizer.load(run_dir / "vocab.json")
+    m = cfg.model
+    model = LanguageModel(LanguageModelConfig(vocab_size=tokenizer.vocab_size, context=m.context, dim=m.dim,
+                                              layers=m.layers, heads=m.heads, positions=m.positions, bias=m.bias))
+    found = pick_checkpoint(run_dir, which)
+    checkpoint.load_weights(model, found)
+    return model.to(device).eval(), tokenizer, found
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, DEFAULTS)
+    runtime = setup_runtime(args["device"], "fp32")
+    model, tokenizer, _ = load_language_model(Path(args["run_dir"]), args["checkpoint"], runtime.device)
+    prompt = str(args["prompt"]) or "\n"
+    ids = torch.tensor([tokenizer.encode(prompt)], device=runtime.device)  # (1, T)
+    generator = torch.Generator(runtime.device).manual_seed(int(args["seed"]))
+    out = model.generate(ids, int(args["max_new_tokens"]), temperature=float(args["temperature"]),
+                         top_k=int(args["top_k"]) or None, generator=generator)
+    print(tokenizer.decode(out[0].tolist()))
+
+
+if __name__ == "__main__":
+    run_cli(main)

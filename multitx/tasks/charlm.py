@@ -1,0 +1,63 @@
+"""task=charlm: a character-level GPT trained on random windows of a text."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from multitx.engine.runtime import Runtime
+from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.tasks.base import Task
+from multitx.text.corpus import TokenWindows, load_corpus
+
+
+class CharLMTask(Task):
+    name = "charlm"
+    unit = "tokens"
+
+    def __init__(self, cfg: DictConfig, runtime: Runtime):
+        super().__init__(cfg, runtime)
+        self.corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
+        self.tokenizer = self.corpus.tokenizer
+
+    def build_model(self) -> LanguageModel:
+        m = self.cfg.model
+        return LanguageModel(LanguageModelConfig(
+            vocab_size=self.tokenizer.vocab_size, context=m.context, dim=m.dim, layers=m.layers, heads=m.heads,
+            dropout=m.dropout, positions=m.positions, bias=m.bias))
+
+    def train_batches(self) -> TokenWindows:
+        # Each process draws its own windows (seed + rank): per-rank data under DDP.
+        return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context,
+                            seed=self.cfg.seed + 1000 * self.runtime.rank)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        inputs, targets = batch
+        return model(inputs, targets)[1]
+
+    def items_in(self, batch) -> int:
+        return batch[0].numel()
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Mean loss over `eval_batches` windows of the val split, the same windows every time."""
+        windows = TokenWindows(self.corpus.val, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed)
+        losses = []
+        for _ in range(self.cfg.eval_batches):
+            with self.runtime.autocast():
+                losses.append(self.loss(model, self.runtime.to_device(next(windows))).float())
+        return {"val_loss": torch.stack(losses).mean().item()}
+
+    @torch.no_grad()
+    def show(self, model) -> str:
+        n = self.cfg.show_tokens
+        if n <= 0:
+            return ""
+        generator = torch.Generator(self.runtime.device).manual_seed(self.cfg.seed)
+        start = torch.tensor([[self.tokenizer.index.get("\n", 0)]], device=self.runtime.device)  # (1, 1)
+        with self.runtime.autocast():
+            ids = model.generate(start, n, temperature=0.8, top_k=40, generator=generator)
+        return self.tokenizer.decode(ids[0, 1:].tolist())
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer.save(Path(run_dir) / "vocab.json")

@@ -1,0 +1,150 @@
+"""Text corpora, pre-tokenised once into memory-mapped arrays of token ids.
+
+Sources (`data.name`):
+  pysource     the Python standard library's own .py files: on every machine, no download
+  shakespeare  tinyshakespeare (1,115,394 characters), downloaded once and sha256-checked
+  textfile     any UTF-8 file, `data.path=FILE`
+
+Split: the first 90% of the tokens train, the last 10% validate (as nanoGPT).
+Cache: DATA_DIR/<name>/{train.bin,val.bin,vocab.json,source.sha256}; rebuilt
+when the source text changes.
+"""
+
+import hashlib
+import sysconfig
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from multitx.errors import UserError
+from multitx.files import atomic_write_bytes, sha256_file
+from multitx.text.tokenizer import CharTokenizer
+
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TRAIN_FRACTION = 0.9
+PYSOURCE_SKIP = {"site-packages", "test", "tests", "idlelib", "__pycache__", "turtledemo"}
+PYSOURCE_MAX_BYTES = 8_000_000
+
+
+def read_utf8(path: Path) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"text file {path} does not exist; give an existing UTF-8 file as data.path=FILE") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte {err.start} cannot be decoded); "
+                        f"convert it, e.g. iconv -t UTF-8, and try again") from None
+    if not text:
+        raise UserError(f"{path} is empty; a corpus needs text to learn from")
+    return text
+
+
+def pysource_text() -> str:
+    """The standard library's .py files in sorted order, up to PYSOURCE_MAX_BYTES."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(root.rglob("*.py")):
+        if PYSOURCE_SKIP & set(path.relative_to(root).parts):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= PYSOURCE_MAX_BYTES:
+            break
+    if not parts:
+        raise UserError(f"found no Python source under {root}; use data=shakespeare or data=textfile data.path=FILE")
+    return "\n\n".join(parts)
+
+
+def shakespeare_path(data_dir: Path) -> Path:
+    """tinyshakespeare under data_dir, downloaded and checked once, offline afterwards."""
+    path = Path(data_dir) / "shakespeare" / "input.txt"
+    if path.exists() and sha256_file(path) == SHAKESPEARE_SHA256:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(SHAKESPEARE_URL, timeout=30) as response:
+            payload = response.read()
+    except OSError as err:
+        raise UserError(f"tinyshakespeare is not at {path} and could not be downloaded ({err}); "
+                        f"copy input.txt (sha256 {SHAKESPEARE_SHA256[:12]}…) there") from None
+    if hashlib.sha256(payload).hexdigest() != SHAKESPEARE_SHA256:
+        raise UserError(f"the download from {SHAKESPEARE_URL} has the wrong sha256; put the right file at {path}")
+    atomic_write_bytes(path, payload)
+    return path
+
+
+def corpus_text(name: str, data_dir: Path, path: str | None = None) -> str:
+    if name == "pysource":
+        return pysource_text()
+    if name == "shakespeare":
+        return read_utf8(shakespeare_path(data_dir))
+    if name == "textfile":
+        if not path:
+            raise UserError("data=textfile needs a file: add data.path=FILE")
+        return read_utf8(Path(path).expanduser())
+    raise UserError(f"unknown text corpus {name!r}; use data=pysource, data=shakespeare or data=textfile")
+
+
+@dataclass
+class TokenizedCorpus:
+    train: np.ndarray  # (N_train,) uint16 token ids, memory-mapped
+    val: np.ndarray  # (N_val,)
+    tokenizer: CharTokenizer
+
+
+def load_corpus(name: str, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
+    """Tokenise the corpus into DATA_DIR/<name>/ once; memory-map it afterwards."""
+    text = corpus_text(name, data_dir, path)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
+    stamp = cache / "source.sha256"
+    if not (stamp.exists() and stamp.read_text() == digest):
+        tokenizer = CharTokenizer.from_text(text)
+        if tokenizer.vocab_size > np.iinfo(np.uint16).max:
+            raise UserError(f"{name} has {tokenizer.vocab_size} distinct characters, more than 65535")
+        ids = np.array(tokenizer.encode(text), dtype=np.uint16)
+        split = int(len(ids) * TRAIN_FRACTION)
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache / "train.bin", ids[:split].tobytes())
+        atomic_write_bytes(cache / "val.bin", ids[split:].tobytes())
+        tokenizer.save(cache / "vocab.json")
+        atomic_write_bytes(stamp, digest.encode())
+    tokenizer = CharTokenizer.load(cache / "vocab.json")
+    return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
+                           np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), tokenizer)
+
+
+class TokenWindows:
+    """Batches of random contiguous windows: inputs (B, T) and targets (B, T), the
+    same windows shifted by one token. The generator's state is the data position,
+    so saving it lets a resumed run draw exactly the batches it would have drawn."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, context: int, seed: int):
+        if len(tokens) <= context + 1:
+            raise UserError(f"the corpus split has {len(tokens)} tokens, fewer than context {context} + 1; "
+                            f"use a longer text or a smaller model.context")
+        self.tokens, self.batch_size, self.context = tokens, batch_size, context
+        self.generator = torch.Generator().manual_seed(seed)
+        self.offsets = np.arange(context + 1)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(len(self.tokens) - self.context - 1, (self.batch_size,), generator=self.generator)
+        windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self.offsets].astype(np.int64))  # (B, T+1)
+        return windows[:, :-1], windows[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

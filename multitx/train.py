@@ -1,0 +1,34 @@
+"""python -m multitx.train task=NAME [key=value ...]
+
+Examples:
+  python -m multitx.train task=charlm                       # char GPT on the Python stdlib source
+  python -m multitx.train task=charlm data=shakespeare steps=5000
+  python -m multitx.train task=charlm run_dir=runs/a resume=auto
+  python -m multitx.train --cfg task=charlm                 # print the composed config, train nothing
+"""
+
+import sys
+
+from omegaconf import OmegaConf
+
+from multitx.cli import load_config, run_cli
+from multitx.engine.trainer import Interrupted, train
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    show_only = bool(argv) and argv[0] == "--cfg"
+    cfg = load_config(argv[1:] if show_only else argv)
+    if show_only:
+        print(OmegaConf.to_yaml(cfg))
+        return
+    try:
+        train(cfg)
+    except Interrupted as stop:
+        sys.exit(stop.code)
+
+
+if __name__ == "__main__":
+    run_cli(main)
