@@ -83,3 +83,16 @@ def run_cli(main, argv: list[str] | None = None) -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+
+
+def parse_args(argv: list[str], defaults: dict) -> dict:
+    """key=value arguments over `defaults`; an unknown key is an error."""
+    args = dict(defaults)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in defaults:
+            raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")
+        args[key] = value if isinstance(defaults[key], str) else OmegaConf.from_dotlist([f"v={value}"]).v
+    if "run_dir" in args and not args["run_dir"]:
+        raise UserError("say which run to use: run_dir=DIR (the folder python -m multitx.train wrote)")
+    return args

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from multitx.cli import run_cli
+from multitx.cli import parse_args, run_cli
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
 from multitx.errors import UserError
@@ -18,31 +18,6 @@ from multitx.text.tokenizer import CharTokenizer
 
 DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,
             "checkpoint": "best", "device": "auto", "debug": False}
-
-
-def parse_args(argv: list[str], defaults: dict) -> dict:
-    """key=value arguments over `defaults`; an unknown key is an error."""
-    args = dict(defaults)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in defaults:
-            raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")
-        args[key] = OmegaConf.from_dotlist([f"v={value}"]).v if key != "prompt" else value
-    if not args["run_dir"]:
-        raise UserError("say which run to sample from: run_dir=DIR (the folder python -m multitx.train wrote)")
-    return args
-
-
-def pick_checkpoint(run_dir: Path, which: str) -> Path:
-    if which == "best":
-        found = checkpoint.best(run_dir) or checkpoint.latest(run_dir)
-    elif which == "latest":
-        found = checkpoint.latest(run_dir)
-    else:
-        found = Path(which)
-    if found is None or not found.is_dir():
-        raise UserError(f"no checkpoint found in {run_dir}/checkpoints; train first, or give checkpoint=PATH")
-    return found
 
 
 def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu"):
@@ -57,7 +32,7 @@ def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu")
     m = cfg.model
     model = LanguageModel(LanguageModelConfig(vocab_size=tokenizer.vocab_size, context=m.context, dim=m.dim,
                                               layers=m.layers, heads=m.heads, positions=m.positions, bias=m.bias))
-    found = pick_checkpoint(run_dir, which)
+    found = checkpoint.resolve(run_dir, which)
     checkpoint.load_weights(model, found)
     return model.to(device).eval(), tokenizer, found
 

@@ -49,6 +49,20 @@ def best(run_dir: Path) -> Path | None:
     return None
 
 
+def resolve(run_dir: Path, which: str = "best") -> Path:
+    """which: best (falls back to latest), latest, or a checkpoint folder."""
+    run_dir = Path(run_dir)
+    if which == "best":
+        found = best(run_dir) or latest(run_dir)
+    elif which == "latest":
+        found = latest(run_dir)
+    else:
+        found = Path(which)
+    if found is None or not found.is_dir():
+        raise UserError(f"no checkpoint found in {run_dir}/checkpoints; train first, or give checkpoint=PATH")
+    return found
+
+
 def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_yaml: str, *,
          keep: int = 2, is_best: bool = False) -> Path:
     checkpoints = Path(run_dir) / "checkpoints"
