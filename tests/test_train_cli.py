@@ -1,0 +1,104 @@
+"""`python -m multitx.train` and `python -m multitx.sample`, run as a user runs them."""
+
+import json
+
+import pytest
+
+from multitx import sample, train
+from multitx.cli import run_cli
+from multitx.engine.checkpoint import latest, load_state
+from tests.conftest import run_module, tiny_charlm_args
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("charlm")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("ROMEO: speak the sword, good romeo!\nJULIET: hold the rose, good juliet!\n" * 60,
+                      encoding="utf-8")
+    run_dir = tmp / "run"
+    result = run_module("multitx.train", *tiny_charlm_args(corpus, run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir, corpus
+
+
+def one_line_error(main, argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_training_leaves_checkpoints_and_metrics(trained_run):
+    run_dir, _ = trained_run
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [15, 30]
+    assert {"step", "train_loss", "val_loss", "tokens_per_s"} <= evals[-1].keys()
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert list((run_dir / "tensorboard").iterdir()), "TensorBoard events are written"
+    assert (run_dir / "vocab.json").exists() and (run_dir / "config.yaml").exists()
+    ckpt = latest(run_dir)
+    assert ckpt.name == "step_0000030"
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.yaml"}
+    assert load_state(ckpt)["step"] == 30  # loads with weights_only=True
+
+
+def test_sampling_is_reproducible_from_the_seed(trained_run):
+    run_dir, _ = trained_run
+    args = [f"run_dir={run_dir}", "prompt=ROMEO:", "max_new_tokens=40", "seed=7"]
+    first, second = run_module("multitx.sample", *args), run_module("multitx.sample", *args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout.rstrip("\n")) == len("ROMEO:") + 40
+    assert first.stdout == second.stdout, "same seed, same text"
+
+
+def test_sampling_seeds_differ(trained_run, capsys):
+    run_dir, _ = trained_run
+    texts = []
+    for seed in (1, 2):
+        run_cli(sample.main, [f"run_dir={run_dir}", "prompt=RO", "max_new_tokens=60", f"seed={seed}"])
+        texts.append(capsys.readouterr().out)
+    assert texts[0] != texts[1]
+
+
+def test_unknown_config_key_is_one_clear_line(tmp_path):
+    result = run_module("multitx.train", "task=charlm", "model.layerz=3", f"run_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown config key 'model.layerz'; see the keys with `python -m multitx.train --cfg`, "
+        "or add a new one with +model.layerz=VALUE"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["steps=many"], "error: steps must be a whole number, got 'many'"),
+    (["compile=maybe"], "error: compile must be true or false, got 'maybe'"),
+    (["task=charlmm"], "error: unknown task 'charlmm'; choose one of: "),
+    (["steps=0"], "error: steps must be at least 1, got 0"),
+    (["device=tpu"], "error: device must be auto, cpu or cuda, got 'tpu'"),
+    (["data=textfile"], "error: data=textfile needs a file: add data.path=FILE"),
+])
+def test_bad_training_arguments_are_one_clear_line(argv, message, tmp_path, capsys):
+    code, err = one_line_error(train.main, [*argv, f"run_dir={tmp_path / 'r'}", f"data_dir={tmp_path}"], capsys)
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_unknown_prompt_character_is_one_clear_line(trained_run, capsys):
+    run_dir, _ = trained_run
+    code, err = one_line_error(sample.main, [f"run_dir={run_dir}", "prompt=ROMEO§"], capsys)
+    assert code == 2
+    assert err.startswith("error: the prompt has characters this model never saw in training ('§')")
+
+
+def test_unknown_sample_argument_is_one_clear_line(trained_run, capsys):
+    run_dir, _ = trained_run
+    code, err = one_line_error(sample.main, [f"run_dir={run_dir}", "temprature=0.5"], capsys)
+    assert code == 2 and "unknown argument 'temprature=0.5'" in err
+
+
+def test_a_run_folder_with_checkpoints_is_never_overwritten_by_accident(trained_run, capsys):
+    run_dir, corpus = trained_run
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    code, err = one_line_error(train.main, tiny_charlm_args(corpus, run_dir, "steps=2"), capsys)
+    assert code == 2 and "already has checkpoints; continue it with resume=auto" in err
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
