@@ -3,6 +3,7 @@ RUN_DIR/steps.jsonl (one line per optimizer step) and TensorBoard events."""
 
 import json
 import math
+import time
 from pathlib import Path
 
 
@@ -16,11 +17,14 @@ class MetricsLog:
         self.evals = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
         self.steps = open(Path(run_dir) / "steps.jsonl", "a", encoding="utf-8")
         self.board = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self.last_flush = time.monotonic()
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.enabled:
             self.steps.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
             self.board.add_scalar("train/loss_step", loss, step)
+            if time.monotonic() - self.last_flush > 1.0:  # `tail -f steps.jsonl` stays current
+                self.flush()
 
     def evaluation(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -33,6 +37,7 @@ class MetricsLog:
 
     def flush(self) -> None:
         if self.enabled:
+            self.last_flush = time.monotonic()
             self.evals.flush()
             self.steps.flush()
             self.board.flush()

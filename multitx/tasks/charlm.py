@@ -27,9 +27,8 @@ class CharLMTask(Task):
             dropout=m.dropout, positions=m.positions, bias=m.bias))
 
     def train_batches(self) -> TokenWindows:
-        # Each process draws its own windows (seed + rank): per-rank data under DDP.
-        return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context,
-                            seed=self.cfg.seed + 1000 * self.runtime.rank)
+        return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed,
+                            rank=self.runtime.rank, world_size=self.runtime.world_size)
 
     def loss(self, model, batch) -> torch.Tensor:
         inputs, targets = batch

@@ -125,13 +125,20 @@ def load_corpus(name: str, data_dir: Path, path: str | None = None) -> Tokenized
 class TokenWindows:
     """Batches of random contiguous windows: inputs (B, T) and targets (B, T), the
     same windows shifted by one token. The generator's state is the data position,
-    so saving it lets a resumed run draw exactly the batches it would have drawn."""
+    so saving it lets a resumed run draw exactly the batches it would have drawn.
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, context: int, seed: int):
+    Under DDP every process draws the same global batch of B * world_size windows
+    and keeps its own slice: N processes see what one process with an N times
+    larger batch would see.
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, context: int, seed: int, *, rank: int = 0,
+                 world_size: int = 1):
         if len(tokens) <= context + 1:
             raise UserError(f"the corpus split has {len(tokens)} tokens, fewer than context {context} + 1; "
                             f"use a longer text or a smaller model.context")
         self.tokens, self.batch_size, self.context = tokens, batch_size, context
+        self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self.offsets = np.arange(context + 1)
 
@@ -139,7 +146,9 @@ class TokenWindows:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.tokens) - self.context - 1, (self.batch_size,), generator=self.generator)
+        starts = torch.randint(len(self.tokens) - self.context - 1, (self.batch_size * self.world_size,),
+                               generator=self.generator)
+        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]  # this process's share
         windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self.offsets].astype(np.int64))  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
 

@@ -1,0 +1,184 @@
+"""The training engine's promises: exact resume, safe checkpoints, signals,
+non-finite numbers, and many processes giving what one process gives."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from multitx.cli import load_config
+from multitx.engine import checkpoint
+from multitx.engine.metrics import read_jsonl
+from multitx.engine.trainer import train
+from multitx.errors import UserError
+from multitx.sample import load_language_model
+from tests.conftest import REPO, tiny_charlm_args
+
+
+def train_in_process(*argv: str) -> dict:
+    return train(load_config(list(argv)))
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint.latest(run_dir) / "model.safetensors")
+
+
+def assert_same_training(run_a: Path, run_b: Path) -> None:
+    """Same parameters, same optimizer state, same loss at every step."""
+    wa, wb = weights(run_a), weights(run_b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    oa = checkpoint.load_state(checkpoint.latest(run_a))["optimizer"]["state"]
+    ob = checkpoint.load_state(checkpoint.latest(run_b))["optimizer"]["state"]
+    for i in oa:
+        for key in oa[i]:
+            assert torch.equal(oa[i][key], ob[i][key]), (i, key)
+    la, lb = read_jsonl(run_a / "steps.jsonl"), read_jsonl(run_b / "steps.jsonl")
+    assert [r["step"] for r in la] == [r["step"] for r in lb] == list(range(1, len(la) + 1))
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+def start_training(*argv: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "multitx.train", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = checkpoint.latest(run_dir)
+        if found is not None:
+            return found
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.communicate()[1]}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("no checkpoint appeared")
+
+
+def resume_args(corpus: Path, run_dir: Path) -> list[str]:
+    # Deterministic CPU maths; a model large enough that a run takes a few seconds.
+    return tiny_charlm_args(corpus, run_dir, "steps=120", "eval_every=10", "model.dim=64", "deterministic=true",
+                            "device=cpu", "show_tokens=0", "model.dropout=0.1")
+
+
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small_corpus):
+    reference = tmp_path / "reference"
+    train_in_process(*resume_args(small_corpus, reference))
+
+    killed = tmp_path / "killed"
+    process = start_training(*resume_args(small_corpus, killed))
+    wait_for_checkpoint(killed, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = int(checkpoint.latest(killed).name.split("_")[1])
+    assert process.returncode == -signal.SIGKILL and interrupted_at < 120, "the kill must land mid-run"
+
+    train_in_process(*resume_args(small_corpus, killed), "resume=auto")
+    assert_same_training(reference, killed)
+
+
+def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    process = start_training(*resume_args(small_corpus, run_dir), "steps=100000", "eval_every=100000")
+    deadline = time.time() + 120
+    while not (run_dir / "steps.jsonl").exists() or not (run_dir / "steps.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    saved = checkpoint.latest(run_dir)
+    assert saved is not None, "SIGTERM saves a checkpoint at the next step boundary"
+    state = checkpoint.load_state(saved)
+    assert 0 < state["step"] < 100000
+    model, _, loaded = load_language_model(run_dir, "latest")  # the weights load into the configured model
+    assert loaded == saved
+
+
+class RunsCode:
+    """Unpickling this would create a file: the classic checkpoint attack."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "step_0000001"
+    ckpt.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save({"step": 1, "payload": RunsCode(marker)}, ckpt / "state.pt")
+    with pytest.raises(UserError, match="refused to load .* would run code"):
+        checkpoint.load_state(ckpt)
+    assert not marker.exists()
+
+
+def test_a_nan_at_step_k_stops_training_at_step_k_and_never_reaches_a_checkpoint(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    argv = tiny_charlm_args(small_corpus, run_dir, "eval_every=2", "+nan_step=5",
+                            "task._target_=tests.engine_helpers.NaNAtStep")
+    with pytest.raises(UserError, match=r"non-finite loss or gradient norm at step 5 .*training stopped"):
+        train_in_process(*argv)
+    assert [p.name for p in checkpoint.step_dirs(run_dir / "checkpoints")] == ["step_0000002", "step_0000004"]
+    for name, tensor in weights(run_dir).items():
+        assert torch.isfinite(tensor).all(), name
+
+
+def test_nonfinite_skip_skips_the_bad_step_and_goes_on(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    train_in_process(*tiny_charlm_args(small_corpus, run_dir, "steps=8", "eval_every=4", "+nan_step=3",
+                                       "nonfinite=skip", "task._target_=tests.engine_helpers.NaNAtStep"))
+    assert checkpoint.load_state(checkpoint.latest(run_dir))["skipped"] == 1
+    assert all(torch.isfinite(t).all() for t in weights(run_dir).values())
+
+
+def test_a_full_disk_while_saving_keeps_the_last_good_checkpoint(tmp_path, small_corpus, monkeypatch):
+    run_dir = tmp_path / "run"
+    train_in_process(*tiny_charlm_args(small_corpus, run_dir, "steps=4", "eval_every=4"))
+    good = checkpoint.latest(run_dir)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(UserError, match="could not write checkpoint .*No space left.*step_0000004 is untouched"):
+        train_in_process(*tiny_charlm_args(small_corpus, run_dir, "steps=8", "eval_every=2", "resume=auto"))
+    assert checkpoint.latest(run_dir) == good
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert not list((run_dir / "checkpoints").glob("*.tmp")), "no half-written folder is left behind"
+
+
+def test_newest_checkpoints_and_the_best_are_kept(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    train_in_process(*tiny_charlm_args(small_corpus, run_dir, "steps=12", "eval_every=2", "keep_checkpoints=2"))
+    names = [p.name for p in checkpoint.step_dirs(run_dir / "checkpoints")]
+    best = (run_dir / "checkpoints" / "best.txt").read_text()
+    assert names[-2:] == ["step_0000010", "step_0000012"]
+    assert set(names) == {"step_0000010", "step_0000012", best}
+
+
+def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path, small_corpus):
+    common = ["steps=6", "eval_every=6", "device=cpu", "show_tokens=0"]
+    single = tmp_path / "single"
+    train_in_process(*tiny_charlm_args(small_corpus, single, *common, "batch_size=8"))
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "multitx.train", *tiny_charlm_args(small_corpus, ddp, *common, "batch_size=4")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = weights(single), weights(ddp)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert len(read_jsonl(ddp / "metrics.jsonl")) == 1, "only rank 0 logs"
