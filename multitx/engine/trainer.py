@@ -124,7 +124,10 @@ def train(cfg: DictConfig) -> dict:
     start_from = resume_point(cfg, run_dir)
 
     task: Task = get_class(cfg.task._target_)(cfg, runtime)
-    model = task.build_model().to(runtime.device)
+    try:
+        model = task.build_model().to(runtime.device)
+    except ValueError as err:  # the model's own checks: head count, position kind, ...
+        raise UserError(f"cannot build the model: {err}; check the model.* settings") from None
     optimizer = build_optimizer(model, cfg, runtime)
     batches = task.train_batches()
     step, best, skipped = 0, None, 0

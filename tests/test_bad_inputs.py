@@ -1,0 +1,117 @@
+"""Bad input ends in one line that names the problem and what to do, a non-zero
+exit, no traceback, and the last good checkpoint untouched."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from multitx import train
+from multitx.cli import run_cli
+from multitx.engine import checkpoint
+from tests.conftest import tiny_charlm_args
+from tests.test_engine import RunsCode
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    """A finished tiny run, plus damaged copies of its checkpoint."""
+    tmp = tmp_path_factory.mktemp("bad_inputs")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    run_dir = tmp / "run"
+    run_cli(train.main, tiny_charlm_args(corpus, run_dir, "steps=4", "eval_every=2"))
+    good = checkpoint.latest(run_dir)
+
+    def damaged(name: str, damage) -> Path:
+        copy = tmp / "damaged" / name / good.name
+        shutil.copytree(good, copy)
+        damage(copy)
+        return copy
+
+    def truncate(file: str):
+        return lambda folder: (folder / file).write_bytes((folder / file).read_bytes()[:100])
+
+    def malicious(folder: Path):
+        torch.save({"step": 1, "x": RunsCode(tmp / "pwned")}, folder / "state.pt")
+
+    files = {
+        "corpus": corpus,
+        "empty": tmp / "empty.txt",
+        "latin1": tmp / "latin1.txt",
+        "truncated_state": damaged("truncated_state", truncate("state.pt")),
+        "truncated_weights": damaged("truncated_weights", truncate("model.safetensors")),
+        "malicious": damaged("malicious", malicious),
+        "tiny": tmp / "tiny.txt",
+    }
+    files["empty"].write_text("")
+    files["latin1"].write_bytes("Ça coûte cher, élève!".encode("latin-1"))
+    files["tiny"].write_text("too short")
+    return run_dir, files, tmp
+
+
+def fingerprint(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((run_dir / "checkpoints").rglob("*")) if p.is_file()}
+
+
+CASES = [
+    # (extra arguments: {corpus}, {empty}, ... are files from the fixture;  expected words in the message)
+    (["model.layerz=3"], "unknown config key 'model.layerz'"),
+    (["steps=abc"], "steps must be a whole number, got 'abc'"),
+    (["compile=maybe"], "compile must be true or false"),
+    (["lr=fast"], "lr must be a number, got 'fast'"),
+    (["task=nope"], "unknown task 'nope'; choose one of"),
+    (["data=nope"], "unknown data 'nope'; choose one of"),
+    (["steps=0"], "steps must be at least 1"),
+    (["batch_size=-4"], "batch_size must be at least 1"),
+    (["eval_every=0"], "eval_every must be at least 1"),
+    (["lr=-0.1"], "lr must be positive"),
+    (["device=tpu"], "device must be auto, cpu or cuda"),
+    (["precision=fp8"], "precision must be auto, fp32 or bf16"),
+    (["nonfinite=ignore"], "nonfinite must be stop or skip"),
+    (["data.path={empty}"], "is empty; a corpus needs text"),
+    (["data.path={latin1}"], "is not UTF-8 text"),
+    (["data.path={missing}"], "does not exist; give an existing UTF-8 file"),
+    (["data.path=null"], "data=textfile needs a file"),
+    (["data.path={tiny}"], "fewer than context"),
+    (["model.heads=3"], "cannot build the model: model width 32 is not divisible by 3 heads"),
+    (["model.positions=absolute"], "cannot build the model: positions must be one of"),
+    (["resume={missing}"], "no such checkpoint folder"),
+    (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
+    (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),
+    (["resume={malicious}"], "would run code when unpickled"),
+    (["resume=auto", "model.dim=64"], "was written by a different model configuration"),
+    ([], "already has checkpoints; continue it with resume=auto"),
+    (["device=cuda"], "device=cuda but no CUDA GPU is visible"),
+]
+
+
+@pytest.mark.parametrize("extra, message", CASES, ids=[" ".join(c[0]) or "no-resume" for c in CASES])
+def test_bad_input_is_one_line_and_keeps_the_last_checkpoint(good_run, extra, message, capsys):
+    if "device=cuda" in extra and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    run_dir, files, tmp = good_run
+    paths = {name: str(path) for name, path in files.items()} | {"missing": str(tmp / "missing")}
+    before = fingerprint(run_dir)
+    extra = [arg.format(**paths) for arg in extra]
+    if extra and not any(arg.startswith("resume=") for arg in extra):
+        extra.append("resume=auto")  # get past "already has checkpoints" to the input under test
+    argv = tiny_charlm_args(files["corpus"], run_dir, *extra)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "Traceback" not in err
+    assert fingerprint(run_dir) == before
+    assert not (tmp / "pwned").exists()
+
+
+def test_debug_true_shows_the_traceback_instead(good_run):
+    run_dir, files, _ = good_run
+    with pytest.raises(Exception, match="steps must be at least 1"):
+        run_cli(train.main, tiny_charlm_args(files["corpus"], run_dir, "steps=0", "debug=true"))
