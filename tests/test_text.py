@@ -79,4 +79,4 @@ def test_windows_are_targets_shifted_by_one_and_resume_exactly(tmp_path, small_c
     expected = [next(windows)[0] for _ in range(3)]
     again = TokenWindows(data.train, batch_size=4, context=16, seed=123)
     again.load_state_dict(state)
-    assert all(np.array_equal(a, b) for a, b in zip(expected, [next(again)[0] for _ in range(3)]))
+    assert all(np.array_equal(a, b) for a, b in zip(expected, [next(again)[0] for _ in range(3)], strict=True))
