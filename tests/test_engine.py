@@ -51,6 +51,11 @@ def start_training(*argv: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def finish(process: subprocess.Popen) -> None:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+
+
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -71,8 +76,8 @@ def resume_args(corpus: Path, run_dir: Path) -> list[str]:
 
 
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small_corpus):
-    reference = tmp_path / "reference"
-    train_in_process(*resume_args(small_corpus, reference))
+    reference = tmp_path / "reference"  # a clean process, like the killed one: no torch state from other tests
+    finish(start_training(*resume_args(small_corpus, reference)))
 
     killed = tmp_path / "killed"
     process = start_training(*resume_args(small_corpus, killed))
@@ -82,7 +87,7 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small
     interrupted_at = int(checkpoint.latest(killed).name.split("_")[1])
     assert process.returncode == -signal.SIGKILL and interrupted_at < 120, "the kill must land mid-run"
 
-    train_in_process(*resume_args(small_corpus, killed), "resume=auto")
+    finish(start_training(*resume_args(small_corpus, killed), "resume=auto"))
     assert_same_training(reference, killed)
 
 

@@ -12,10 +12,21 @@ come with the base class.
             self.proj = nn.Conv2d(self.in_channels, self.dim, self.patch_size, self.patch_size)
         def embed_patches(self, images):            # (B, C, H, W) -> (B, h*w, D)
             return rearrange(self.proj(images), "b d h w -> b (h w) d")
+
+Three ways to use one, none of which edits multitx:
+  - from Python: `build_vit(tokenizer=MyTokenizer, ...)` (a class, an instance, or a name);
+  - by import path: `python -m multitx.train task=vit_cifar model.tokenizer._target_=my_pkg.MyTokenizer`;
+  - by name: decorate the class with `@register_tokenizer("mine")`, then `model.tokenizer.name=mine`
+    (from the command line add `model.tokenizer.module=my_pkg` so that the module defining it is imported).
 """
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
 
 import torch
 from einops import rearrange
+from hydra.utils import get_class
 from torch import nn
 
 from multitx.errors import UserError
@@ -34,7 +45,11 @@ def register_tokenizer(name: str):
 
 
 def pair(x) -> tuple[int, int]:
-    return (int(x[0]), int(x[1])) if isinstance(x, (tuple, list)) else (int(x), int(x))
+    """(H, W) from one number or two (a tuple, a list, a config list)."""
+    values = list(x) if isinstance(x, Sequence) and not isinstance(x, str) else [x, x]
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise UserError(f"a size is one positive whole number or two ([H, W]), got {x!r}")
+    return values[0], values[1]
 
 
 def sincos_2d(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -135,3 +150,88 @@ class ConvPatches(PatchTokenizer):
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         return rearrange(self.proj(images), "b d h w -> b (h w) d")  # (B, D, h, w) -> (B, h*w, D)
+
+
+def tokenizer_class(name: str | None = None, target: str | None = None, module=None) -> type[PatchTokenizer]:
+    """The tokenizer class a config names: `target` is an import path (`my_pkg.MyTokenizer`),
+    `name` a registered name (`conv`); `module` (a name or list of names) is imported first,
+    so that the tokenizers it registers are known."""
+    for mod in [module] if isinstance(module, str) else list(module or []):
+        try:
+            importlib.import_module(mod)
+        except ImportError as err:
+            raise UserError(f"model.tokenizer.module={mod}: cannot import it ({err}); check the name, "
+                            f"and that its folder is on PYTHONPATH or installed") from None
+    if target:
+        hydra_log = logging.getLogger("hydra.utils")
+        quiet, hydra_log.disabled = hydra_log.disabled, True  # it logs the error too; one line is enough
+        try:
+            cls = get_class(target)
+        except Exception as err:  # noqa: BLE001 - hydra wraps import errors in several types
+            reason = " ".join(str(err).split())[:240] or type(err).__name__
+            raise UserError(f"model.tokenizer._target_={target}: cannot import it ({reason}); give a "
+                            f"PatchTokenizer subclass as package.module.Class, importable from here "
+                            f"(installed, or its folder on PYTHONPATH)") from None
+        finally:
+            hydra_log.disabled = quiet
+        where = f"model.tokenizer._target_={target}"
+    else:
+        if name not in TOKENIZERS:
+            raise UserError(f"unknown tokenizer {name!r}; registered: {', '.join(sorted(TOKENIZERS))}. "
+                            f"A tokenizer registered in your own module also needs model.tokenizer.module=YOUR_MODULE")
+        cls, where = TOKENIZERS[name], f"model.tokenizer.name={name}"
+    if not (isinstance(cls, type) and issubclass(cls, PatchTokenizer)):
+        raise UserError(f"{where} is not a subclass of multitx.vision.PatchTokenizer")
+    return cls
+
+
+def build_tokenizer(tokenizer="conv", *, image_size, patch_size, in_channels: int, dim: int,
+                    **options) -> PatchTokenizer:
+    """A tokenizer from whatever names one: an instance (used as it is), a class, a
+    registered name or import path (a string with a dot), or a config mapping
+    {name | _target_, module, positions, cls_token, ...any keyword of the class}."""
+    if isinstance(tokenizer, PatchTokenizer):
+        if tokenizer.dim != dim:
+            raise UserError(f"the tokenizer makes {tokenizer.dim}-wide tokens but the trunk is {dim} wide")
+        return tokenizer
+    if isinstance(tokenizer, Mapping):
+        options = {**{k: v for k, v in tokenizer.items() if k not in ("name", "_target_", "module")}, **options}
+        cls = tokenizer_class(tokenizer.get("name"), tokenizer.get("_target_"), tokenizer.get("module"))
+    elif isinstance(tokenizer, str):
+        cls = tokenizer_class(target=tokenizer) if "." in tokenizer else tokenizer_class(tokenizer)
+    elif isinstance(tokenizer, type) and issubclass(tokenizer, PatchTokenizer):
+        cls = tokenizer
+    else:
+        raise UserError(f"tokenizer must be a PatchTokenizer (class or instance), a name or a path, got {tokenizer!r}")
+    try:
+        return cls(image_size=image_size, patch_size=patch_size, in_channels=in_channels, dim=dim, **options)
+    except TypeError as err:
+        raise UserError(f"could not build tokenizer {cls.__module__}.{cls.__qualname__} with options "
+                        f"{sorted(options)}: {err}") from err
+
+
+@register_tokenizer("convstem")
+class ConvStemPatches(PatchTokenizer):
+    """A small convolutional stem instead of one big-kernel projection ("Early Convolutions
+    Help Transformers See Better", Xiao et al. 2021): log2(patch) 3x3 convolutions of
+    stride 2, each followed by BatchNorm and GELU, then a 1x1 convolution to D. Same grid
+    and token count as ConvPatches; the patch size must be a power of two."""
+
+    def __init__(self, *, stem_width: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        ph, pw = self.patch_size
+        if ph != pw or ph < 2 or ph & (ph - 1):
+            raise UserError(f"the convstem tokenizer needs a square power-of-two patch size (2, 4, 8...), "
+                            f"got {ph}x{pw}; use conv or linear for others")
+        width = stem_width or max(self.dim // 2, 16)
+        layers, channels = [], self.in_channels
+        for _ in range(ph.bit_length() - 1):  # each halves the height and width
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.GELU()]
+            channels = width
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(width, self.dim, kernel_size=1)
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.proj(self.stem(images))  # (B, D, h, w)
+        return rearrange(features, "b d h w -> b (h w) d")

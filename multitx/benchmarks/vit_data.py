@@ -1,0 +1,80 @@
+"""Images per second of the vision data path alone, no model: shuffled uint8 batches,
+per-image augmentation in 0..N worker processes, pinned memory, a non-blocking copy to
+the device, then normalisation and Mixup/CutMix there.
+
+    python -m multitx.benchmarks.vit_data                          # task=vit_cifar's pipeline, random pixels
+    python -m multitx.benchmarks.vit_data --source real data_dir=datasets
+    python -m multitx.benchmarks.vit_data --workers 0 2 4 8 task=vit_fashion
+
+--source random (default) feeds CIFAR-sized random uint8 images (50,000), so no
+dataset is needed: the cost of the path does not depend on what the pixels show.
+"""
+
+import argparse
+import time
+
+import torch
+
+from multitx.cli import load_config
+from multitx.engine.runtime import setup_runtime
+from multitx.tasks.vit import data_workers
+from multitx.vision.augment import DeviceAugment, image_transform
+from multitx.vision.batches import ShuffledBatches
+from multitx.vision.datasets import ImageSet, load_images
+from multitx.vision.patches import pair
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="random", choices=["random", "real"])
+    parser.add_argument("--batches", type=int, default=100, help="timed batches per setting")
+    parser.add_argument("--workers", type=int, nargs="*", default=None, help="worker counts to try (default: 0 "
+                        "and the task's auto setting)")
+    parser.add_argument("overrides", nargs="*", help="key=value config settings, e.g. task=vit_fashion")
+    args = parser.parse_args(argv)
+    overrides = args.overrides if any(o.startswith("task=") for o in args.overrides) else \
+        ["task=vit_cifar", *args.overrides]
+    cfg = load_config(overrides)
+    runtime = setup_runtime(cfg.device, cfg.precision)
+    cuda = runtime.device.type == "cuda"
+    size = pair(cfg.model.image_size)
+    if args.source == "random":
+        channels = 1 if cfg.data.name == "fashion_mnist" else 3
+        g = torch.Generator().manual_seed(0)
+        data = ImageSet(torch.randint(0, 256, (50_000, channels, *size), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 10, (50_000,), generator=g), [str(i) for i in range(10)])
+    else:
+        from pathlib import Path
+
+        data = load_images(cfg.data, Path(cfg.data_dir), size)[0]
+    aug = cfg.augment
+    device_aug = DeviceAugment(cfg.data.mean or [0.5] * data.channels, cfg.data.std or [0.25] * data.channels,
+                               classes=len(data.classes), mixup=aug.mixup, cutmix=aug.cutmix,
+                               mix_prob=aug.mix_prob, switch_prob=aug.switch_prob,
+                               label_smoothing=aug.label_smoothing)
+    transform = image_transform(aug, size)
+    settings = args.workers if args.workers is not None else sorted({0, data_workers("auto", cuda)})
+    print(f"{cfg.task.name} data path: batch {cfg.batch_size}, {tuple(data.images.shape[1:])} uint8, per image "
+          f"{'none' if transform is None else ', '.join(type(t).__name__ for t in transform.transforms)}; "
+          f"on {runtime.device} Mixup {aug.mixup}/CutMix {aug.cutmix}; {args.batches} batches")
+    print(f"{'workers':>8s} {'images/s':>12s}")
+    for workers in settings:
+        batches = ShuffledBatches(data, cfg.batch_size, transform=transform, seed=0, workers=workers,
+                                  pin_memory=cuda)
+        for _ in range(max(3, workers)):  # start the workers, fill the queue
+            next(batches)
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            images, labels = runtime.to_device(next(batches))
+            x, targets = device_aug(images, labels)
+        if cuda:
+            torch.cuda.synchronize()
+        rate = args.batches * cfg.batch_size / (time.perf_counter() - start)
+        batches.close()
+        print(f"{workers:8d} {rate:12,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

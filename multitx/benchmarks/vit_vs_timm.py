@@ -1,0 +1,123 @@
+"""multitx's ViT against timm's VisionTransformer, same shape, same process, turn about.
+
+    python -m multitx.benchmarks.vit_vs_timm                      # device auto: CUDA (bf16 autocast) or CPU
+    python -m multitx.benchmarks.vit_vs_timm --device cpu --rounds 5
+
+Both models: 32x32 RGB input, patch 4 (64 patches + CLS), 192 dims, 6 layers,
+3 heads, MLP ratio 4, 10 classes, batch 128. A training step is forward,
+cross-entropy, backward and an AdamW step; inference is one forward under
+torch.inference_mode. Each round times every model for --steps steps, after
+--warmup untimed steps each; the table shows the median round.
+
+Rows: timm, multitx (as it runs by default), and multitx with its CLS shortcut
+switched off (every token through the last block, as timm computes it), so
+that the source of a difference is visible.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitx.models.vit import ViT, build_vit
+
+SHAPE = {"image_size": 32, "patch_size": 4, "dim": 192, "layers": 6, "heads": 3, "mlp_ratio": 4.0, "classes": 10}
+
+
+class FullTrunkViT(ViT):
+    """multitx's ViT computing every token in every block (no CLS shortcut)."""
+
+    def forward(self, images):
+        return self.head(self.trunk(self.tokenizer(images)), self.tokenizer.num_prefix_tokens)
+
+
+def build_models(device: torch.device) -> dict[str, nn.Module]:
+    import timm
+
+    torch.manual_seed(0)
+    reference = timm.models.VisionTransformer(img_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=6,
+                                              num_heads=3, mlp_ratio=4.0)
+    ours = build_vit(**SHAPE, tokenizer="conv", pool="cls")
+    full = FullTrunkViT(*(m for m in build_vit(**SHAPE, tokenizer="conv").children()))
+    return {"timm VisionTransformer": reference.to(device), "multitx ViT": ours.to(device),
+            "multitx ViT, no CLS shortcut": full.to(device)}
+
+
+def timer(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per model, alternating")
+    parser.add_argument("--steps", type=int, default=3, help="steps per round (CUDA: 50)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (CUDA: 20)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    steps, warmup = (50, 20) if cuda and args.steps == 3 and args.warmup == 2 else (args.steps, args.warmup)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    models = build_models(device)
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=cuda or None)
+                  for name, m in models.items()}
+    g = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
+    labels = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+
+    def train_step(name: str) -> None:
+        with autocast:
+            loss = F.cross_entropy(models[name](images).float(), labels)
+        loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    @torch.inference_mode()
+    def infer_step(name: str) -> None:
+        with autocast:
+            models[name](images)
+
+    results = {name: {"train": [], "infer": []} for name in models}
+    for kind, step in (("train", train_step), ("infer", infer_step)):
+        for name, model in models.items():
+            model.train(kind == "train")
+            for _ in range(warmup):
+                step(name)
+        for _ in range(args.rounds):
+            for name in models:  # turn about, so that a busy moment hits every model alike
+                start = timer(device)
+                for _ in range(steps):
+                    step(name)
+                results[name][kind].append(args.batch * steps / (timer(device) - start))
+
+    where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nViT 32x32/4, 192 dims, 6 layers, 3 heads, batch {args.batch}; {where}; "
+          f"{'bf16 autocast' if cuda else 'fp32'}; torch {torch.__version__}; median of {args.rounds} rounds "
+          f"x {steps} steps\n")
+    base = {k: statistics.median(results["timm VisionTransformer"][k]) for k in ("train", "infer")}
+    print(f"{'model':32s} {'params':>8s} {'train img/s':>12s} {'vs timm':>8s} {'infer img/s':>12s} {'vs timm':>8s}")
+    for name, model in models.items():
+        train, infer = (statistics.median(results[name][k]) for k in ("train", "infer"))
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{name:32s} {params:7.2f}M {train:12,.1f} {train / base['train']:7.2f}x {infer:12,.1f} "
+              f"{infer / base['infer']:7.2f}x")
+    spread = {name: f"{min(r['train']):,.0f}-{max(r['train']):,.0f}" for name, r in results.items()}
+    print("\ntrain img/s range over rounds: " + "; ".join(f"{k}: {v}" for k, v in spread.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""A Vision Transformer: patch tokenizer -> encoder trunk -> classifier head.
+
+    images (B, C, H, W) --tokenizer--> tokens (B, N, D) --trunk--> (B, N, D) --head--> logits (B, classes)
+
+The trunk is the same class that runs the char GPT, here without the causal
+mask. Any PatchTokenizer fits, the built-in ones or a user's own.
+"""
+
+from collections.abc import Mapping
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from multitx.errors import UserError
+from multitx.heads import ClassifierHead
+from multitx.nn.trunk import Block, Trunk
+from multitx.vision.patches import PatchTokenizer, build_tokenizer
+
+
+class ViT(nn.Module):
+    """images (B, C, H, W) -> class logits (B, classes).
+
+    With `pool="cls"` only the CLS token's output is read, so the last block
+    computes its attention query, projection and MLP for that one token alone
+    (keys and values still come from every token). The logits are exactly
+    those of the full computation; it skips work that would be thrown away.
+    """
+
+    def __init__(self, tokenizer: PatchTokenizer, trunk: Trunk, head: ClassifierHead):
+        super().__init__()
+        if tokenizer.dim != trunk.dim:
+            raise UserError(f"the tokenizer makes {tokenizer.dim}-wide tokens but the trunk is {trunk.dim} wide")
+        if trunk.causal:
+            raise UserError("a ViT's trunk sees every patch at once: build it with causal=False")
+        if head.pool == "cls" and tokenizer.num_prefix_tokens == 0:
+            raise UserError("pool=cls reads the CLS token, but the tokenizer has none: "
+                            "set model.tokenizer.cls_token=true or model.pool=mean")
+        self.tokenizer, self.trunk, self.head = tokenizer, trunk, head
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> every token after the trunk, (B, N, D): for captioning, probing, maps."""
+        return self.trunk(self.tokenizer(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.tokenizer(images)  # (B, N, D)
+        if self.head.pool != "cls" or self.capturing():
+            return self.head(self.trunk(tokens), self.tokenizer.num_prefix_tokens)  # (B, classes)
+        *early, last = self.trunk.blocks
+        for block in early:
+            tokens = block(tokens)  # (B, N, D)
+        cls = cls_block(last, tokens)  # (B, 1, D): the one token the head reads
+        return self.head(self.trunk.norm_out(cls))  # (B, classes)
+
+    def capturing(self) -> bool:
+        """Attention maps asked for: run the plain path so that every map is whole."""
+        return any(attn.capture_weights for attn in self.trunk.attention_modules())
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the optimizer leaves undecayed: the CLS token and learned positions."""
+        names = {f"tokenizer.{n}" for n in self.tokenizer.no_weight_decay()}
+        return names & {n for n, _ in self.named_parameters()}
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.tokenizer.grid
+
+
+def cls_block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    """One encoder block, written out for the first token only: x (B, N, D) -> (B, 1, D).
+
+    Keys and values come from all N tokens; the query, the attention output,
+    its projection and the MLP are computed for token 0 alone. Equal to
+    block(x)[:, :1], for about 1/6 of the block's work.
+    """
+    attn = block.attn
+    dim = x.shape[-1]
+    normed = block.norm_attn(x)  # (B, N, D)
+    w, b = attn.to_qkv.weight, attn.to_qkv.bias  # (3D, D), (3D,): rows ordered q, k, v
+    q = F.linear(normed[:, :1], w[:dim], None if b is None else b[:dim])  # (B, 1, D)
+    k, v = F.linear(normed, w[dim:], None if b is None else b[dim:]).chunk(2, dim=-1)  # (B, N, D) each
+    q, k, v = map(attn.split_heads, (q, k, v))  # (B, H, 1, Dh), (B, H, N, Dh), (B, H, N, Dh)
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, H, 1, Dh)
+    out = attn.proj_dropout(attn.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, 1, D)
+    cls = x[:, :1] + block.drop_path(out)
+    return cls + block.drop_path(block.mlp(block.norm_mlp(cls)))  # (B, 1, D)
+
+
+def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int = 10, dim: int = 192,
+              layers: int = 9, heads: int = 12, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
+              pool: str = "cls", tokenizer="conv", positions: str = "learned", cls_token: bool | None = None,
+              **tokenizer_options) -> ViT:
+    """A ViT from plain settings. `tokenizer` is a PatchTokenizer instance, a
+    PatchTokenizer subclass, a registered name ("conv", "linear"), an import path
+    ("my_pkg.MyTokenizer") or a config mapping; classes get image_size, patch_size,
+    in_channels, dim, positions, cls_token and any `tokenizer_options`.
+    cls_token defaults to pool == "cls". Biases and LayerNorm eps 1e-6 as in timm."""
+    if pool not in ("cls", "mean"):
+        raise UserError(f"model.pool must be cls or mean, got {pool!r}")
+    if not isinstance(tokenizer, PatchTokenizer):
+        defaults = {"positions": positions, "cls_token": pool == "cls" if cls_token is None else cls_token}
+        if isinstance(tokenizer, Mapping):  # a config's own settings win over these defaults
+            defaults = {k: v for k, v in defaults.items() if tokenizer.get(k) is None}
+        tokenizer_options = {**defaults, **tokenizer_options}
+    if dim % heads:
+        raise UserError(f"model.dim={dim} is not divisible by model.heads={heads}")
+    tok = build_tokenizer(tokenizer, image_size=image_size, patch_size=patch_size, in_channels=in_channels, dim=dim,
+                          **tokenizer_options)
+    trunk = Trunk(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=True,
+                  drop_path=drop_path, norm_eps=1e-6)
+    return ViT(tok, trunk, ClassifierHead(dim, classes, pool=pool, dropout=dropout))

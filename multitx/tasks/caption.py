@@ -1,0 +1,116 @@
+"""task=caption: an image encoder and a text decoder that cross-attends to it.
+
+Training is teacher forcing: each batch holds `batch_size` images with
+`captions_per_image` of their captions; the encoder runs once per image, and
+the decoder reads <bos> w1 .. wn of each caption and is scored on
+w1 .. wn <eos>, padding masked out. Each evaluation also writes a caption for
+each of up to `eval_images` val images (greedy, or beam search with
+eval_beam > 1) and scores them against all their references: BLEU-4, CIDEr,
+exact match. The vocabulary is saved as RUN_DIR/vocab.json.
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from multitx.captioning import pretrained
+from multitx.captioning.data import CaptionBatches, CaptionSplit, images_to_tensor, load_split
+from multitx.captioning.decoding import caption_images
+from multitx.captioning.metrics import caption_scores
+from multitx.captioning.model import Captioner, captioner_config
+from multitx.captioning.tokenizer import WordTokenizer
+from multitx.engine.runtime import Runtime
+from multitx.tasks.base import Task
+
+DECODE_CHUNK = 256  # images captioned at once when evaluating
+
+
+class CaptionTask(Task):
+    name = "caption"
+    unit = "captions"
+    watch = ("bleu4", "max")
+
+    def __init__(self, cfg: DictConfig, runtime: Runtime):
+        super().__init__(cfg, runtime)
+        size = cfg.model.image_size
+        self.train_split = load_split(cfg.data, "train", size, cfg.data_dir)
+        self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
+        saved = Path(cfg.run_dir) / "vocab.json"
+        if cfg.resume and saved.exists():  # a resumed run keeps the vocabulary its weights were trained on
+            self.tokenizer = WordTokenizer.load(saved)
+        else:
+            captions = (c for caps in self.train_split.captions for c in caps)
+            self.tokenizer = WordTokenizer.from_captions(captions, cfg.data.min_word_count)
+
+    def build_model(self) -> Captioner:
+        m, vit = self.cfg.model, None
+        if m.encoder_pretrained:  # timm:NAME: the encoder takes the ViT's shape, then its weights
+            vit, pretrained_cfg = pretrained.load_vit(m.encoder_pretrained, m.image_size, m.patch_size)
+            pretrained.apply_settings(m, pretrained.encoder_settings(vit, pretrained_cfg))
+        model = Captioner(captioner_config(m, self.tokenizer.vocab_size, self.tokenizer.pad_id, self.tokenizer.unk_id))
+        if vit is not None:
+            pretrained.copy_encoder(model, vit)
+        return model
+
+    def train_batches(self) -> CaptionBatches:
+        # Each process draws its own batches (seed + rank): per-rank data under DDP.
+        return CaptionBatches(self.train_split, self.tokenizer, self.cfg.batch_size, self.cfg.model.max_caption_len,
+                              seed=self.cfg.seed + 1000 * self.runtime.rank,
+                              captions_per_image=self.cfg.captions_per_image)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        images = batch["images"].float() / 255  # (B, 3, H, W) in [0, 1]
+        return model(images, batch["ids"], label_smoothing=self.cfg.model.label_smoothing)[1]
+
+    def items_in(self, batch) -> int:
+        return batch["ids"].shape[0] * batch["ids"].shape[1]  # captions
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Teacher-forced val loss over eval_batches batches (the same ones every time),
+        then BLEU-4, CIDEr and exact match of captions written for up to eval_images val images."""
+        batches = CaptionBatches(self.val_split, self.tokenizer, min(self.cfg.batch_size, len(self.val_split)),
+                                 self.cfg.model.max_caption_len, seed=self.cfg.seed,
+                                 captions_per_image=self.cfg.captions_per_image)
+        losses = []
+        for _ in range(self.cfg.eval_batches):
+            with self.runtime.autocast():
+                losses.append(self.loss(model, self.runtime.to_device(next(batches))).float())
+        metrics = {"val_loss": torch.stack(losses).mean().item()}
+        metrics.update(self.score(model, self.val_split, limit=self.cfg.eval_images)[0])
+        return metrics
+
+    @torch.no_grad()
+    def score(self, model, split: CaptionSplit, *, limit: int | None = None, beam: int | None = None):
+        """Caption the first `limit` images of a split; (metrics, captions written)."""
+        n = len(split) if not limit else min(limit, len(split))
+        captions = self.caption(model, split.images[:n], beam=beam)
+        return caption_scores(captions, split.captions[:n]), captions
+
+    @torch.no_grad()
+    def caption(self, model, images, *, beam: int | None = None) -> list[str]:
+        """(N, H, W, 3) uint8 images -> one caption each."""
+        beam = self.cfg.eval_beam if beam is None else beam
+        out = []
+        for start in range(0, len(images), DECODE_CHUNK):
+            chunk = images_to_tensor(images[start : start + DECODE_CHUNK]).to(self.runtime.device).float() / 255
+            with self.runtime.autocast():
+                ids = caption_images(model, chunk, bos=self.tokenizer.bos_id, eos=self.tokenizer.eos_id, beam=beam,
+                                     alpha=self.cfg.length_penalty)
+            out.extend(self.tokenizer.decode(row) for row in ids)
+        return out
+
+    @torch.no_grad()
+    def show(self, model) -> str:
+        n = min(self.cfg.show_captions, len(self.val_split))
+        if n <= 0:
+            return ""
+        lines = []
+        for name, written, refs in zip(self.val_split.names[:n], self.caption(model, self.val_split.images[:n]),
+                                       self.val_split.captions[:n], strict=True):
+            lines.append(f"  {name}: {written}  (reference: {refs[0]})")
+        return "\n".join(lines)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        self.tokenizer.save(Path(run_dir) / "vocab.json")

@@ -1,0 +1,140 @@
+"""task=vit_cifar, task=vit_fashion: a ViT classifier trained on images.
+
+Data (data=cifar10 | fashion_mnist | imagefolder) is decoded once into uint8
+tensors; batches are augmented per image on the CPU (vision/augment.py), then
+normalised and Mixup/CutMix-ed on the device inside `loss`. Evaluation is top-1
+accuracy and cross-entropy on the test (or val) split; the best val_acc is kept.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from multitx.engine.runtime import Runtime
+from multitx.errors import UserError
+from multitx.models.vit import ViT, build_vit
+from multitx.tasks.base import Task
+from multitx.vision.augment import DeviceAugment, image_transform
+from multitx.vision.batches import ShuffledBatches
+from multitx.vision.datasets import load_images
+from multitx.vision.patches import pair
+
+
+class ViTTask(Task):
+    name = "vit"
+    unit = "images"
+    watch = ("val_acc", "max")
+
+    def __init__(self, cfg: DictConfig, runtime: Runtime):
+        super().__init__(cfg, runtime)
+        self.name = cfg.task.name
+        self.image_size = pair(cfg.model.image_size)
+        self.train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
+        self.classes = self.train_set.classes
+        self.pretrained_cfg: dict | None = None
+        aug = cfg.augment
+        if (aug.mixup > 0 or aug.cutmix > 0) and cfg.batch_size % 2:
+            raise UserError(f"Mixup/CutMix pair each image with another: batch_size must be even, got "
+                            f"{cfg.batch_size}")
+        mean, std = self.normalisation()
+        if len(mean) != self.train_set.channels or len(std) != self.train_set.channels:
+            raise UserError(f"data.mean and data.std need {self.train_set.channels} values (one per channel of "
+                            f"{cfg.data.name}), got {len(mean)} and {len(std)}")
+        self.set_normalisation(mean, std)
+
+    def set_normalisation(self, mean: list[float], std: list[float]) -> None:
+        """The device-side preparation: for training (with Mixup/CutMix) and for evaluation (without)."""
+        aug = self.cfg.augment
+        self.mean, self.std = mean, std
+        self.augment = DeviceAugment(mean, std, classes=len(self.classes), mixup=aug.mixup, cutmix=aug.cutmix,
+                                     mix_prob=aug.mix_prob, switch_prob=aug.switch_prob,
+                                     label_smoothing=aug.label_smoothing)
+        self.plain = DeviceAugment(mean, std, classes=len(self.classes))
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """data.mean/std if given, else measured on the training images (per channel)."""
+        mean, std = self.cfg.data.get("mean"), self.cfg.data.get("std")
+        if mean is None or std is None:
+            pixels = self.train_set.images[:10_000].float() / 255  # (n, C, H, W): a sample is plenty
+            mean = pixels.mean(dim=(0, 2, 3)).tolist() if mean is None else mean
+            std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist() if std is None else std
+        return [float(m) for m in mean], [float(s) for s in std]
+
+    def build_model(self) -> ViT:
+        m = self.cfg.model
+        channels, classes = self.train_set.channels, len(self.classes)
+        if m.get("pretrained"):
+            return self.pretrained_model(str(m.pretrained), channels, classes)
+        tokenizer = OmegaConf.to_container(m.tokenizer, resolve=True) if isinstance(m.tokenizer, DictConfig) \
+            else m.tokenizer
+        return build_vit(image_size=self.image_size, patch_size=m.patch_size, in_channels=channels, classes=classes,
+                         dim=m.dim, layers=m.layers, heads=m.heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
+                         drop_path=m.drop_path, pool=m.pool, tokenizer=tokenizer)
+
+    def pretrained_model(self, spec: str, channels: int, classes: int) -> ViT:
+        """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
+        from multitx.vision.from_timm import timm_pretrained
+
+        source, _, name = spec.partition(":")
+        if source != "timm" or not name:
+            raise UserError(f"model.pretrained={spec}: write timm:MODEL_NAME, e.g. timm:vit_tiny_patch16_224")
+        m = self.cfg.model
+        model, pretrained_cfg = timm_pretrained(name, classes=classes, image_size=self.image_size,
+                                                patch_size=m.patch_size, in_channels=channels,
+                                                dropout=m.dropout, drop_path=m.drop_path)
+        if len(pretrained_cfg.get("mean", ())) == channels:  # the statistics the weights were trained with
+            self.set_normalisation(list(pretrained_cfg["mean"]), list(pretrained_cfg["std"]))
+        self.pretrained_cfg = pretrained_cfg
+        return model
+
+    def train_batches(self) -> ShuffledBatches:
+        cuda = self.runtime.device.type == "cuda"
+        return ShuffledBatches(self.train_set, self.cfg.batch_size,
+                               transform=image_transform(self.cfg.augment, self.image_size), seed=self.cfg.seed,
+                               workers=data_workers(self.cfg.data.get("workers", "auto"), cuda), pin_memory=cuda,
+                               rank=self.runtime.rank, world_size=self.runtime.world_size)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        images, labels = batch  # (B, C, H, W) uint8 and (B,), on the device
+        x, targets = self.augment(images, labels)  # normalised; Mixup/CutMix soft targets
+        return self.augment.loss(model(x), targets)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        """Top-1 accuracy and mean cross-entropy over the test split (its first eval_images when > 0)."""
+        n = len(self.test_set) if self.cfg.eval_images <= 0 else min(self.cfg.eval_images, len(self.test_set))
+        loss_sum = torch.zeros((), device=self.runtime.device)
+        correct = torch.zeros((), device=self.runtime.device, dtype=torch.int64)
+        for start in range(0, n, self.cfg.eval_batch_size):
+            end = min(start + self.cfg.eval_batch_size, n)
+            images, labels = self.runtime.to_device((self.test_set.images[start:end], self.test_set.labels[start:end]))
+            with self.runtime.autocast():
+                logits = model(self.plain.normalize(images)).float()  # (b, classes)
+            loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=-1) == labels).sum()
+        return {"val_loss": loss_sum.item() / n, "val_acc": correct.item() / n}
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """classes.json: the class names in label order, and how to prepare an image for the model."""
+        info = {"classes": self.classes, "image_size": list(self.image_size), "channels": self.train_set.channels,
+                "mean": self.mean, "std": self.std}
+        (Path(run_dir) / "classes.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def data_workers(setting, cuda: bool) -> int:
+    """data.workers: a number, or auto: on a GPU, this process's share of the CPU cores less
+    one, at most 16 (AutoAugment on 32x32 images makes about 1,000-2,000 images/s per worker);
+    on the CPU none: the cores are busy training, and workers would only compete with them."""
+    if setting in (None, "auto"):
+        share = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+        return min(16, max(share - 1, 0)) if cuda else 0
+    try:
+        workers = int(setting)
+    except (TypeError, ValueError):
+        raise UserError(f"data.workers must be a number or auto, got {setting!r}") from None
+    if workers < 0:
+        raise UserError(f"data.workers must be at least 0, got {workers}")
+    return workers

@@ -1,0 +1,81 @@
+"""Augmentation in two places, each where it is cheapest.
+
+Per image, on the CPU (in DataLoader workers when data.workers > 0), on uint8 tensors:
+    torchvision's RandomCrop(padding), RandomHorizontalFlip, one policy (AutoAugment,
+    RandAugment or TrivialAugmentWide) and RandomErasing. These draw their own
+    parameters per image, so they run image by image.
+
+Per batch, on the device, after the uint8 batch has crossed the bus:
+    uint8 -> float, normalise, then timm's Mixup/CutMix with label smoothing
+    (soft targets). Whole-batch arithmetic: nearly free on a GPU.
+"""
+
+import torch
+from torch.nn import functional as F
+from torchvision.transforms import v2
+
+from multitx.errors import UserError
+
+POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+
+
+def image_transform(aug, image_size: tuple[int, int]) -> v2.Compose | None:
+    """The per-image pipeline for uint8 (C, H, W) tensors from an `augment` config, or None for none."""
+    ops = []
+    if aug.get("crop_padding", 0):
+        ops.append(v2.RandomCrop(list(image_size), padding=int(aug["crop_padding"])))
+    if aug.get("flip", False):
+        ops.append(v2.RandomHorizontalFlip())
+    policy = aug.get("policy", "none") or "none"
+    if policy == "autoaugment":
+        ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    elif policy == "randaugment":
+        ops.append(v2.RandAugment(num_ops=int(aug.get("ops", 2)), magnitude=int(aug.get("magnitude", 9))))
+    elif policy == "trivialaugment":
+        ops.append(v2.TrivialAugmentWide())
+    elif policy != "none":
+        raise UserError(f"augment.policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if aug.get("erase", 0):
+        ops.append(v2.RandomErasing(p=float(aug["erase"]), value=0))
+    return v2.Compose(ops) if ops else None
+
+
+class DeviceAugment:
+    """On the device: uint8 images (B, C, H, W) -> normalised float images, and labels (B,) ->
+    the targets the loss wants: soft (B, classes) under Mixup/CutMix, else the labels."""
+
+    def __init__(self, mean, std, *, classes: int, mixup: float = 0.0, cutmix: float = 0.0, mix_prob: float = 1.0,
+                 switch_prob: float = 0.5, label_smoothing: float = 0.0):
+        if len(mean) != len(std) or not all(s > 0 for s in std):
+            raise UserError(f"data.mean {list(mean)} and data.std {list(std)} need one value per channel, std > 0")
+        std = torch.tensor(std, dtype=torch.float32)
+        self.scale = (1 / (255 * std)).view(1, -1, 1, 1)  # (x / 255 - mean) / std == x * scale + shift
+        self.shift = (-torch.tensor(mean, dtype=torch.float32) / std).view(1, -1, 1, 1)
+        self.label_smoothing = label_smoothing
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mix_prob, switch_prob=switch_prob,
+                               mode="batch", label_smoothing=label_smoothing, num_classes=classes)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 (B, C, H, W), per-channel zero mean and unit variance."""
+        if self.scale.device != images.device:
+            self.scale, self.shift = self.scale.to(images.device), self.shift.to(images.device)
+        if images.shape[1] != self.scale.shape[1]:
+            raise UserError(f"images have {images.shape[1]} channels but data.mean/std give {self.scale.shape[1]}")
+        return torch.addcmul(self.shift, images.float(), self.scale)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.normalize(images)
+        if self.mixup is None or not self.mixup.mixup_enabled:
+            return x, labels
+        return self.mixup(x, labels)  # mixes x in place; soft targets (B, classes), already smoothed
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against hard labels (with label smoothing) or soft targets."""
+        logits = logits.float()
+        if targets.dim() == 2:
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)

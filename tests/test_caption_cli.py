@@ -1,0 +1,122 @@
+"""task=caption end to end: a tiny training run, then `python -m multitx.caption` on a PNG."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from multitx import caption
+from multitx.captioning import pretrained
+from multitx.captioning.data import load_image
+from multitx.captioning.tokenizer import WordTokenizer
+from multitx.cli import load_config, run_cli
+from multitx.engine.runtime import setup_runtime
+from multitx.engine.trainer import train
+from multitx.tasks.caption import CaptionTask
+from tests.conftest import run_module
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other work for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_caption_args(tmp, *extra: str) -> list[str]:
+    return ["task=caption", f"run_dir={tmp / 'run'}", f"data_dir={tmp / 'datasets'}", "data.num_train=120",
+            "data.num_val=12", "data.num_test=12", "model.image_size=16", "model.patch_size=4", "model.dim=32",
+            "model.encoder_dim=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
+            "model.encoder_heads=2", "steps=24", "eval_every=12", "eval_batches=1", "eval_images=12",
+            "batch_size=8", "captions_per_image=2", "warmup_steps=4", "lr=3e-3", "show_captions=2",
+            "progress=false", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("caption")
+    torch.set_num_threads(1)
+    train(load_config(tiny_caption_args(tmp)))
+    return tmp / "run"
+
+
+def test_training_writes_caption_metrics_and_the_vocabulary(trained_run):
+    evals = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [12, 24]
+    assert {"val_loss", "bleu4", "cider", "exact_match", "captions_per_s"} <= evals[-1].keys()
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert 0.0 <= evals[-1]["bleu4"] <= 1.0 and 0.0 <= evals[-1]["exact_match"] <= 1.0
+    vocab = WordTokenizer.load(trained_run / "vocab.json").vocab
+    assert {"small", "large", "red", "circle", "left", "above"} <= set(vocab)
+
+
+@pytest.fixture(scope="module")
+def picture(trained_run) -> Path:
+    """A shapes image, enlarged to 40x40: the CLI resizes it back to the model's 16x16."""
+    images = np.load(next((trained_run.parent / "datasets" / "shapes" / "val").rglob("images.npy")))
+    path = trained_run.parent / "picture.png"
+    Image.fromarray(images[0]).resize((40, 40)).save(path)
+    return path
+
+
+def test_caption_cli_captions_a_png(trained_run, picture):
+    result = run_module("multitx.caption", f"run_dir={trained_run}", f"image={picture}", "beam=3")
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.strip().split()
+    vocab = set(WordTokenizer.load(trained_run / "vocab.json").vocab[4:])
+    assert words and set(words) <= vocab
+
+
+def test_caption_cli_greedy_is_the_evaluation_caption(trained_run, picture, capsys):
+    run_cli(caption.main, [f"run_dir={trained_run}", f"image={picture}", "beam=1", "checkpoint=latest"])
+    printed = capsys.readouterr().out.strip()
+    model, _, _ = caption.load_captioner(trained_run, "latest")
+    task = CaptionTask(load_config(tiny_caption_args(trained_run.parent)), setup_runtime("cpu", "fp32"))
+    assert printed == task.caption(model, load_image(picture, 16)[None], beam=1)[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["image=missing.png"], "missing.png does not exist"),
+    ([], "image=PATH"),
+    (["image=x.png", "beam=0"], "beam must be at least 1"),
+])
+def test_caption_cli_errors_are_one_line(trained_run, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(caption.main, [f"run_dir={trained_run}", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_caption_cli_names_a_corrupt_image(trained_run, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but no picture")
+    with pytest.raises(SystemExit):
+        run_cli(caption.main, [f"run_dir={trained_run}", f"image={bad}"])
+    assert f"cannot read image {bad}" in capsys.readouterr().err
+
+
+def test_encoder_starts_from_a_timm_vit(tmp_path, monkeypatch):
+    """model.encoder_pretrained=timm:NAME, offline: timm's randomly initialised ViT stands in
+    for the download, and the caption encoder must compute exactly its features."""
+    timm = pytest.importorskip("timm")
+    from multitx.vision.from_timm import vit_from_timm
+
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4,
+                                  num_classes=1).eval()
+    stats = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    monkeypatch.setattr(pretrained, "load_vit", lambda spec, size, patch: (vit_from_timm(reference), stats))
+    cfg = load_config(tiny_caption_args(tmp_path, "model.encoder_pretrained=timm:vit_tiny_patch16_224"))
+    model = CaptionTask(cfg, setup_runtime("cpu", "fp32")).build_model().eval()
+    assert (cfg.model.encoder_dim, cfg.model.encoder_layers, cfg.model.encoder_heads) == (192, 12, 3)
+    assert cfg.model.tokenizer.cls_token and list(cfg.model.image_mean) == pytest.approx(stats["mean"])
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        ours = model.encoder(model.patches(images))
+        theirs = reference.forward_features(images)
+        assert model.encode(images).shape == (2, 17, 32)  # 16 patches + CLS, bridged to the decoder's width
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
