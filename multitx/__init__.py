@@ -3,17 +3,23 @@
     tokens (B, T, D) from TextEmbedder or a PatchTokenizer -> Trunk -> a head
 """
 
+from multitx.captioning.model import Captioner, CaptionerConfig
 from multitx.errors import UserError
 from multitx.heads import ClassifierHead, LMHead
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.models.vit import ViT, build_vit
 from multitx.nn import Attention, Block, KVCache, Trunk
 from multitx.tasks.base import Task
 from multitx.text.embedder import TextEmbedder
 from multitx.text.tokenizer import CharTokenizer
+from multitx.vision import ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, register_tokenizer
+from multitx.vision.from_timm import vit_from_timm
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attention", "Block", "CharTokenizer", "ClassifierHead", "KVCache", "LMHead", "LanguageModel",
-    "LanguageModelConfig", "Task", "TextEmbedder", "Trunk", "UserError",
+    "Attention", "Block", "Captioner", "CaptionerConfig", "CharTokenizer", "ClassifierHead", "ConvPatches",
+    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches",
+    "PatchTokenizer", "Task", "TextEmbedder", "Trunk", "UserError", "ViT", "build_vit", "register_tokenizer",
+    "vit_from_timm",
 ]
