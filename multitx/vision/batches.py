@@ -41,7 +41,7 @@ class BatchMaker(Dataset):
             torch.set_num_threads(1)  # per-image ops are tiny: threads would only wait on each other
             try:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
+                    torch.default_generator.manual_seed(seed)  # the CPU generator only, not CUDA's
                     images = torch.stack([self.transform(image) for image in images])
             finally:
                 torch.set_num_threads(threads)
