@@ -1,8 +1,13 @@
 """Tasks for engine tests, named by import path as a user's own task would be."""
 
+import os
+import signal
+
 import torch
 
+from multitx.tasks.caption import CaptionTask
 from multitx.tasks.charlm import CharLMTask
+from multitx.tasks.vit import ViTTask
 
 
 class NaNAtStep(CharLMTask):
@@ -19,3 +24,25 @@ class NaNAtStep(CharLMTask):
             if self.training_calls == self.cfg.nan_step:
                 return loss * float("nan")
         return loss
+
+
+class KilledAtStep:
+    """Mixed into a task: the process SIGKILLs itself in the middle of training step
+    `cfg.kill_at` (counted from this process's start; 0: never), a kill at a known
+    point with nothing saved on the way out."""
+
+    def loss(self, model, batch) -> torch.Tensor:
+        loss = super().loss(model, batch)
+        if model.training:
+            self.training_calls = getattr(self, "training_calls", 0) + 1
+            if self.training_calls == self.cfg.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return loss
+
+
+class KilledViT(KilledAtStep, ViTTask):
+    pass
+
+
+class KilledCaptioner(KilledAtStep, CaptionTask):
+    pass

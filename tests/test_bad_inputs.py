@@ -12,6 +12,7 @@ from multitx import train
 from multitx.cli import run_cli
 from multitx.engine import checkpoint
 from tests.conftest import tiny_charlm_args
+from tests.helpers_vision import write_imagefolder
 from tests.test_engine import RunsCode
 
 
@@ -115,3 +116,61 @@ def test_debug_true_shows_the_traceback_instead(good_run):
     run_dir, files, _ = good_run
     with pytest.raises(Exception, match="steps must be at least 1"):
         run_cli(train.main, tiny_charlm_args(files["corpus"], run_dir, "steps=0", "debug=true"))
+
+
+# --------------------------------------------------------------------------------- images and captions
+
+@pytest.fixture(scope="module")
+def good_image_run(tmp_path_factory):
+    """A finished tiny ViT run on a user's image folder, plus broken datasets."""
+    tmp = tmp_path_factory.mktemp("bad_image_inputs")
+    images = write_imagefolder(tmp / "images", per_class=4)
+    run_dir = tmp / "run"
+    run_cli(train.main, image_args(images, run_dir))
+    corrupt = shutil.copytree(images, tmp / "corrupt")
+    (corrupt / "train" / "square" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a PNG cut short
+    (tmp / "empty").mkdir()
+    files = {"images": images, "corrupt": corrupt, "empty": tmp / "empty", "missing": tmp / "missing"}
+    return run_dir, {name: str(path) for name, path in files.items()}
+
+
+def image_args(images: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["task=vit_cifar", "data=imagefolder", f"data.root={images}", f"run_dir={run_dir}",
+            f"data_dir={run_dir.parent / 'datasets'}", "model.image_size=16", "model.patch_size=4", "model.dim=16",
+            "model.layers=1", "model.heads=2", "steps=2", "eval_every=2", "batch_size=4", "warmup_steps=1",
+            "device=cpu", "progress=false", *extra]
+
+
+IMAGE_CASES = [
+    (["model.image_size=18"], "image size 18x18 is not divisible by patch size 4x4"),
+    (["model.patch_size=5", "model.image_size=[16,20]"], "image size 16x20 is not divisible by patch size 5x5"),
+    (["data.root={corrupt}"], "cannot read image {corrupt}/train/square/1.png"),
+    (["data.root={missing}"], "is not a folder; data=imagefolder wants DIR/train/CLASS/*.png"),
+    (["data.root={empty}"], "is not a folder; data=imagefolder wants DIR/train/CLASS/*.png"),
+    (["data.root=null"], "data=imagefolder needs a folder: add data.root=DIR"),
+    (["data=cifar10", "data.root={empty}", "data.download=false"], "CIFAR-10 is not in {empty}; put"),
+    (["task=vit_fashion", "data=fashion_mnist", "data.root={empty}"], "does not hold Fashion-MNIST's four files"),
+    (["task=caption", "data=coco", "data.root={missing}"], "data.root={missing}"),
+    (["task=caption", "data=flickr", "data.root={empty}"], "{empty}"),
+    (["task=caption", "data=flickr", "data.root={corrupt}"], "captions.txt"),
+    (["model.dim=32"], "was written by a different model configuration"),
+]
+
+
+@pytest.mark.parametrize("extra, message", IMAGE_CASES, ids=[" ".join(c[0]) for c in IMAGE_CASES])
+def test_bad_image_input_is_one_line_and_keeps_the_last_checkpoint(good_image_run, extra, message, capsys):
+    run_dir, paths = good_image_run
+    before = fingerprint(run_dir)
+    extra = [arg.format(**paths) for arg in extra]
+    if "task=caption" in extra:  # the captioner has model keys of its own: keep its defaults
+        argv = [*extra, f"run_dir={run_dir}", "device=cpu", "resume=auto"]
+    else:
+        argv = image_args(paths["images"], run_dir, *extra, "resume=auto")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message.format(**paths) in err
+    assert "Traceback" not in err
+    assert fingerprint(run_dir) == before

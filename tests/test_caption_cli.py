@@ -16,7 +16,7 @@ from multitx.cli import load_config, run_cli
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.tasks.caption import CaptionTask
-from tests.conftest import run_module
+from tests.conftest import run_module, tiny_caption_args
 
 
 @pytest.fixture(autouse=True)
@@ -26,15 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_caption_args(tmp, *extra: str) -> list[str]:
-    return ["task=caption", f"run_dir={tmp / 'run'}", f"data_dir={tmp / 'datasets'}", "data.num_train=120",
-            "data.num_val=12", "data.num_test=12", "model.image_size=16", "model.patch_size=4", "model.dim=32",
-            "model.encoder_dim=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
-            "model.encoder_heads=2", "steps=24", "eval_every=12", "eval_batches=1", "eval_images=12",
-            "batch_size=8", "captions_per_image=2", "warmup_steps=4", "lr=3e-3", "show_captions=2",
-            "progress=false", *extra]
 
 
 @pytest.fixture(scope="module")

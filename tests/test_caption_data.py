@@ -215,3 +215,18 @@ def test_batches_resume_exactly_mid_epoch():
     for want in expected:
         got = next(resumed)
         assert torch.equal(got["images"], want["images"]) and torch.equal(got["ids"], want["ids"])
+
+
+def test_processes_split_each_global_batch():
+    """Two processes' batches, side by side, are one process's batch of twice the size."""
+    split = toy_split()
+    tok = WordTokenizer.from_captions(c for caps in split.captions for c in caps)
+    single = CaptionBatches(split, tok, batch_size=4, max_len=12, seed=5, captions_per_image=2)
+    ranks = [CaptionBatches(split, tok, batch_size=2, max_len=12, seed=5, captions_per_image=2, rank=r,
+                            world_size=2) for r in range(2)]
+    for _ in range(5):  # across epochs: 2 global batches of 4 from 10 images each
+        whole, parts = next(single), [next(r) for r in ranks]
+        assert torch.equal(whole["images"], torch.cat([p["images"] for p in parts]))
+        for i, part in enumerate(parts):
+            ids = part["ids"]
+            assert torch.equal(whole["ids"][2 * i:2 * i + 2, :, :ids.shape[-1]], ids)

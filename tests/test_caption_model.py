@@ -150,13 +150,3 @@ def test_length_penalty_prefers_longer_captions_as_alpha_grows():
     short = sum(len(b.ids) for b in beam_search(model, images, bos=BOS, eos=EOS, beam=4, alpha=0.0))
     long = sum(len(b.ids) for b in beam_search(model, images, bos=BOS, eos=EOS, beam=4, alpha=3.0))
     assert long >= short
-
-
-def test_conv_stem_is_a_patch_tokenizer():
-    from multitx.captioning.stem import ConvStem
-    from multitx.errors import UserError
-
-    stem = ConvStem(image_size=16, patch_size=4, in_channels=3, dim=32, positions="sincos", cls_token=False)
-    assert stem(torch.rand(2, 3, 16, 16)).shape == (2, stem.num_tokens, 32) and stem.grid == (4, 4)
-    with pytest.raises(UserError, match="power-of-two"):
-        ConvStem(image_size=18, patch_size=6, in_channels=3, dim=32)

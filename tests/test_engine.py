@@ -14,11 +14,12 @@ from safetensors.torch import load_file
 
 from multitx.cli import load_config
 from multitx.engine import checkpoint
-from multitx.engine.metrics import read_jsonl
+from multitx.engine.metrics import MetricsLog, read_jsonl
 from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.sample import load_language_model
-from tests.conftest import REPO, tiny_charlm_args
+from tests.conftest import REPO, tiny_caption_args, tiny_charlm_args
+from tests.helpers_vision import write_cifar10
 
 
 def train_in_process(*argv: str) -> dict:
@@ -89,6 +90,53 @@ def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small
 
     finish(start_training(*resume_args(small_corpus, killed), "resume=auto"))
     assert_same_training(reference, killed)
+
+
+def killed_then_resumed(argv: list[str], kill_at: int) -> None:
+    """Train with the process SIGKILLing itself inside step `kill_at`, then resume=auto to the end."""
+    process = start_training(*argv, f"+kill_at={kill_at}")
+    process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    finish(start_training(*argv, "+kill_at=0", "resume=auto"))
+
+
+def test_vit_killed_mid_epoch_with_mixup_resumes_exactly(tmp_path):
+    """vit_cifar's own augmentation (AutoAugment, random erasing, Mixup/CutMix, drop-path) draws
+    random numbers in a data worker and in the training process; 80 images make 10 steps an epoch,
+    so the checkpoint at step 5 and the kill in step 7 both fall mid-epoch, and the run goes on
+    across the epoch boundary."""
+    write_cifar10(tmp_path / "data", per_batch=16, archive=False)
+
+    def argv(run_dir: Path) -> list[str]:
+        return ["task=vit_cifar", f"data_dir={tmp_path / 'data'}", f"run_dir={run_dir}", "batch_size=8",
+                "steps=14", "warmup_steps=2", "eval_every=5", "eval_images=8", "model.dim=24", "model.layers=2",
+                "model.heads=2", "data.workers=1", "deterministic=true", "device=cpu", "progress=false",
+                "task._target_=tests.engine_helpers.KilledViT"]
+
+    finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
+    killed_then_resumed(argv(tmp_path / "killed"), kill_at=7)
+    assert_same_training(tmp_path / "reference", tmp_path / "killed")
+
+
+def test_captioner_killed_mid_run_resumes_exactly(tmp_path):
+    """Word dropout, the shuffled image order and the choice of captions per image all draw random numbers."""
+
+    def argv(folder: Path) -> list[str]:
+        return tiny_caption_args(folder, "steps=16", "eval_every=6", "deterministic=true", "device=cpu",
+                                 "model.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner")
+
+    finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
+    killed_then_resumed(argv(tmp_path / "killed"), kill_at=9)
+    assert_same_training(tmp_path / "reference" / "run", tmp_path / "killed" / "run")
+
+
+def test_a_line_torn_by_a_kill_is_cut_off_before_the_resumed_run_appends(tmp_path):
+    (tmp_path / "steps.jsonl").write_text('{"step": 1, "loss": 2.5, "lr": 0.1}\n{"step": 2, "lo')
+    log = MetricsLog(tmp_path)
+    log.step(2, 1.5, 0.1)
+    log.close()
+    assert read_jsonl(tmp_path / "steps.jsonl") == [{"step": 1, "loss": 2.5, "lr": 0.1},
+                                                    {"step": 2, "loss": 1.5, "lr": 0.1}]
 
 
 def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tmp_path, small_corpus):

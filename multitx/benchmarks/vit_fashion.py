@@ -36,7 +36,7 @@ RECIPES = {
     # Mixup/CutMix on half the batches (not yet run to the end: see the README)
     "gpu": ["steps=46800", "batch_size=128", "warmup_steps=2340", "lr=1e-3", "min_lr=1e-5", "weight_decay=0.05",
             "eval_every=4680", "model.dim=192", "model.layers=9", "model.heads=6", "model.mlp_ratio=2.0",
-            "model.tokenizer.name=convstem",
+            "model.patch_size=4", "model.tokenizer.name=convstem",
             "model.drop_path=0.1", "augment.crop_padding=2", "augment.flip=true", "augment.policy=trivialaugment",
             "augment.erase=0.25", "augment.mixup=0.8", "augment.cutmix=1.0", "augment.mix_prob=0.5",
             "augment.label_smoothing=0.1"],

@@ -248,16 +248,21 @@ class CaptionBatches:
     captions each brings. The state is the epoch, the position in it and the
     generator's state at the epoch's start, so a resumed run redraws the same
     epoch and carries on where it was. The last incomplete batch is dropped.
+
+    Under DDP (world_size > 1) every process draws the same global batch of
+    batch_size x world_size images and keeps slice `rank`: together the
+    processes see each image once an epoch.
     """
 
     def __init__(self, split: CaptionSplit, tokenizer: WordTokenizer, batch_size: int, max_len: int, seed: int,
-                 captions_per_image: int = 1):
+                 captions_per_image: int = 1, rank: int = 0, world_size: int = 1):
         self.split, self.pad_id, self.batch_size = split, tokenizer.pad_id, batch_size
-        self.captions_per_image = captions_per_image
+        self.captions_per_image, self.rank, self.world_size = captions_per_image, rank, world_size
         self.ids, self.offsets = encode_captions(split, tokenizer, max_len)
-        if len(split) < batch_size:
-            raise UserError(f"the split has {len(split)} images, fewer than batch_size={batch_size}; "
-                            f"lower batch_size or use more data")
+        if len(split) < batch_size * world_size:
+            raise UserError(f"the split has {len(split)} images, fewer than batch_size={batch_size}"
+                            + (f" x {world_size} processes" if world_size > 1 else "")
+                            + "; lower batch_size or use more data")
         if captions_per_image < 1:
             raise UserError(f"captions_per_image must be at least 1, got {captions_per_image}")
         self.generator = torch.Generator().manual_seed(seed)
@@ -273,11 +278,13 @@ class CaptionBatches:
         return self
 
     def __next__(self) -> dict:
-        if self.position + self.batch_size > len(self.order):
+        global_batch = self.batch_size * self.world_size  # every process draws it; each keeps its slice
+        if self.position + global_batch > len(self.order):
             self.epoch, self.position = self.epoch + 1, 0
             self.start_epoch()
-        images = self.order[self.position : self.position + self.batch_size]  # (B,)
-        self.position += self.batch_size
+        first = self.position + self.rank * self.batch_size
+        images = self.order[first : first + self.batch_size]  # (B,)
+        self.position += global_batch
         rows = np.stack([self.pick(i) for i in images])  # (B, R) caption rows
         ids = self.ids[rows]  # (B, R, max_len)
         longest = int((ids != self.pad_id).sum(axis=-1).max())

@@ -14,8 +14,8 @@ class MetricsLog:
             return
         from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
-        self.evals = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
-        self.steps = open(Path(run_dir) / "steps.jsonl", "a", encoding="utf-8")
+        self.evals = open_for_append(Path(run_dir) / "metrics.jsonl")
+        self.steps = open_for_append(Path(run_dir) / "steps.jsonl")
         self.board = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         self.last_flush = time.monotonic()
 
@@ -48,6 +48,17 @@ class MetricsLog:
             self.evals.close()
             self.steps.close()
             self.board.close()
+
+
+def open_for_append(path: Path):
+    """Open a .jsonl file to add lines, first cutting off a line that a kill tore mid-write,
+    so that a resumed run's first line does not run into it."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
 
 
 def clean(value):

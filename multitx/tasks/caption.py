@@ -54,10 +54,10 @@ class CaptionTask(Task):
         return model
 
     def train_batches(self) -> CaptionBatches:
-        # Each process draws its own batches (seed + rank): per-rank data under DDP.
+        # Under DDP every process draws the same global batch and keeps its own slice of it.
         return CaptionBatches(self.train_split, self.tokenizer, self.cfg.batch_size, self.cfg.model.max_caption_len,
-                              seed=self.cfg.seed + 1000 * self.runtime.rank,
-                              captions_per_image=self.cfg.captions_per_image)
+                              seed=self.cfg.seed, captions_per_image=self.cfg.captions_per_image,
+                              rank=self.runtime.rank, world_size=self.runtime.world_size)
 
     def loss(self, model, batch) -> torch.Tensor:
         images = batch["images"].float() / 255  # (B, 3, H, W) in [0, 1]
