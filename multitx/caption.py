@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from multitx.captioning.data import images_to_tensor, load_image
 from multitx.captioning.decoding import caption_images
@@ -27,11 +26,7 @@ DEFAULTS = {"run_dir": None, "image": None, "beam": 3, "length_penalty": 0.6, "c
 def load_captioner(run_dir: Path, which: str = "best", device="cpu"):
     """The model, tokenizer and checkpoint path of a finished or running caption run."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    if cfg.task.name != "caption":
-        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.caption needs a task=caption run")
+    cfg = checkpoint.run_config(run_dir, "caption", "multitx.caption")
     tokenizer = WordTokenizer.load(run_dir / "vocab.json")
     model = Captioner(captioner_config(cfg.model, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.unk_id))
     found = checkpoint.resolve(run_dir, which)

@@ -7,12 +7,10 @@ Writes text from a trained charlm run. Same seed, same text.
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from multitx.cli import parse_args, run_cli
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
-from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
 from multitx.text.tokenizer import CharTokenizer
 
@@ -23,11 +21,7 @@ DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature
 def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu"):
     """The model, tokenizer and checkpoint path of a finished or running charlm run."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    if cfg.task.name != "charlm":
-        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.sample writes text from charlm runs")
+    cfg = checkpoint.run_config(run_dir, "charlm", "multitx.sample")
     tokenizer = CharTokenizer.load(run_dir / "vocab.json")
     m = cfg.model
     model = LanguageModel(LanguageModelConfig(vocab_size=tokenizer.vocab_size, context=m.context, dim=m.dim,

@@ -28,6 +28,10 @@ def main(argv: list[str]) -> None:
         train(cfg)
     except Interrupted as stop:
         sys.exit(stop.code)
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once, without the step-boundary save
+        print(f"stopped at once by a second Ctrl-C; the last complete checkpoint in {cfg.run_dir}/checkpoints "
+              f"is intact: continue with resume=auto", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ def _seed():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other work for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def small_corpus(tmp_path) -> Path:
     """A small UTF-8 text file: enough for tiny models to train on in seconds."""
     lines = [f"{name}: {verb} the {thing}, good {name.lower()}!" for name in ("ROMEO", "JULIET", "MERCUTIO")

@@ -18,14 +18,7 @@ from multitx.engine.trainer import train
 from multitx.tasks.caption import CaptionTask
 from tests.conftest import run_module, tiny_caption_args
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other work for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

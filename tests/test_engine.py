@@ -157,6 +157,22 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tmp_path, small_corpu
     assert loaded == saved
 
 
+def test_a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_intact(tmp_path, small_corpus):
+    run_dir = tmp_path / "run"
+    # Steps of about a second: the second Ctrl-C lands before the step boundary the first one waits for.
+    slow = ["steps=100000", "eval_every=1", "batch_size=64", "model.dim=256", "model.context=64"]
+    process = start_training(*resume_args(small_corpus, run_dir), *slow)
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.15)  # two signals sent together reach Python's handler as one
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "stopped at once by a second Ctrl-C" in err and "Traceback" not in err
+    checkpoint.load_state(checkpoint.latest(run_dir))
+    load_language_model(run_dir, "latest")  # the weights load into the configured model
+
+
 class RunsCode:
     """Unpickling this would create a file: the classic checkpoint attack."""
 

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
@@ -135,3 +136,13 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         names = ", ".join(list(missing)[:3] + list(unexpected)[:3])
         raise UserError(f"{file} was written by a different model configuration (tensors not matching: {names}); "
                         f"use the model.* settings it was trained with")
+
+
+def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:
+    """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise."""
+    if not (Path(run_dir) / "config.yaml").exists():
+        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    if cfg.task.name != task:
+        raise UserError(f"{run_dir} is a {cfg.task.name} run; {tool} needs a task={task} run")
+    return cfg
