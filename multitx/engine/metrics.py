@@ -53,10 +53,11 @@ class MetricsLog:
 def open_for_append(path: Path):
     """Open a .jsonl file to add lines, first cutting off a line that a kill tore mid-write,
     so that a resumed run's first line does not run into it."""
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(path, "r+b") as f:
+    if path.exists() and path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                data = f.seek(0) or f.read()  # only after a kill: find the last whole line
                 f.truncate(data.rfind(b"\n") + 1)
     return open(path, "a", encoding="utf-8")
 

@@ -9,13 +9,11 @@ mask. Any PatchTokenizer fits, the built-in ones or a user's own.
 from collections.abc import Mapping
 
 import torch
-from einops import rearrange
 from torch import nn
-from torch.nn import functional as F
 
 from multitx.errors import UserError
 from multitx.heads import ClassifierHead
-from multitx.nn.trunk import Block, Trunk
+from multitx.nn.trunk import Trunk
 from multitx.vision.patches import PatchTokenizer, build_tokenizer
 
 
@@ -23,8 +21,8 @@ class ViT(nn.Module):
     """images (B, C, H, W) -> class logits (B, classes).
 
     With `pool="cls"` only the CLS token's output is read, so the last block
-    computes its attention query, projection and MLP for that one token alone
-    (keys and values still come from every token). The logits are exactly
+    computes attention, projection and MLP for that one token alone (keys and
+    values still come from every token; Block's `queries=1`). The logits are exactly
     those of the full computation; it skips work that would be thrown away.
     """
 
@@ -39,10 +37,6 @@ class ViT(nn.Module):
                             "set model.tokenizer.cls_token=true or model.pool=mean")
         self.tokenizer, self.trunk, self.head = tokenizer, trunk, head
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> every token after the trunk, (B, N, D): for captioning, probing, maps."""
-        return self.trunk(self.tokenizer(images))
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(images)  # (B, N, D)
         if self.head.pool != "cls" or self.capturing():
@@ -50,42 +44,17 @@ class ViT(nn.Module):
         *early, last = self.trunk.blocks
         for block in early:
             tokens = block(tokens)  # (B, N, D)
-        cls = cls_block(last, tokens)  # (B, 1, D): the one token the head reads
+        cls = last(tokens, queries=1)  # (B, 1, D): the one token the head reads
         return self.head(self.trunk.norm_out(cls))  # (B, classes)
 
     def capturing(self) -> bool:
         """Attention maps asked for: run the plain path so that every map is whole."""
-        return any(attn.capture_weights for attn in self.trunk.attention_modules())
+        return any(block.attn.capture_weights for block in self.trunk.blocks)  # no cross-attention here
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names the optimizer leaves undecayed: the CLS token and learned positions."""
         names = {f"tokenizer.{n}" for n in self.tokenizer.no_weight_decay()}
         return names & {n for n, _ in self.named_parameters()}
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.tokenizer.grid
-
-
-def cls_block(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """One encoder block, written out for the first token only: x (B, N, D) -> (B, 1, D).
-
-    Keys and values come from all N tokens; the query, the attention output,
-    its projection and the MLP are computed for token 0 alone. Equal to
-    block(x)[:, :1], for about 1/6 of the block's work.
-    """
-    attn = block.attn
-    dim = x.shape[-1]
-    normed = block.norm_attn(x)  # (B, N, D)
-    w, b = attn.to_qkv.weight, attn.to_qkv.bias  # (3D, D), (3D,): rows ordered q, k, v
-    q = F.linear(normed[:, :1], w[:dim], None if b is None else b[:dim])  # (B, 1, D)
-    k, v = F.linear(normed, w[dim:], None if b is None else b[dim:]).chunk(2, dim=-1)  # (B, N, D) each
-    q, k, v = map(attn.split_heads, (q, k, v))  # (B, H, 1, Dh), (B, H, N, Dh), (B, H, N, Dh)
-    dropout = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, H, 1, Dh)
-    out = attn.proj_dropout(attn.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, 1, D)
-    cls = x[:, :1] + block.drop_path(out)
-    return cls + block.drop_path(block.mlp(block.norm_mlp(cls)))  # (B, 1, D)
 
 
 def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int = 10, dim: int = 192,

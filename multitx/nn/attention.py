@@ -56,8 +56,10 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
         rotary: Rotary | None = None,
         cache: LayerCache | None = None,
+        queries: int | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, D) -> (B, T, D).
+        """x: (B, T, D) -> (B, T, D), or (B, queries, D) with `queries`: only the first
+        tokens ask (their outputs alone are computed), every token still answers.
 
         memory: (B, S, D), the tokens to read from in cross-attention.
         key_mask: (B, S) bool, True for real keys, False for padding.
@@ -84,6 +86,7 @@ class Attention(nn.Module):
                 q, k = rotary(q, start), rotary(k, start)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, start + T, Dh): all positions so far
+            q = q[:, :, :queries]  # (B, H, queries, Dh); all T when queries is None
 
         allowed = self.allowed(q.shape[2], k.shape[2], start, causal, key_mask, q.device)
         dropout = self.dropout if self.training else 0.0

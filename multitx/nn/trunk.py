@@ -60,8 +60,15 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None):
-        x = x + self.drop_path(self.attn(self.norm_attn(x), causal=causal, key_mask=mask, rotary=rotary, cache=cache))
+    def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None,
+                queries=None):
+        """x: (B, T, D) -> (B, T, D); with `queries`, the first `queries` tokens alone come out,
+        (B, queries, D), having attended to all T (a classifier that reads only CLS needs no more)."""
+        if queries is not None and self.cross is not None:
+            raise ValueError("queries= is for encoder blocks, which have no cross-attention")
+        attended = self.attn(self.norm_attn(x), causal=causal, key_mask=mask, rotary=rotary, cache=cache,
+                             queries=queries)
+        x = x[:, :queries] + self.drop_path(attended)
         if self.cross is not None:
             x = x + self.drop_path(self.cross(self.norm_cross(x), memory, key_mask=memory_mask, cache=cache))
         return x + self.drop_path(self.mlp(self.norm_mlp(x)))

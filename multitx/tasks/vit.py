@@ -34,7 +34,6 @@ class ViTTask(Task):
         self.image_size = pair(cfg.model.image_size)
         self.train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
         self.classes = self.train_set.classes
-        self.pretrained_cfg: dict | None = None
         aug = cfg.augment
         if (aug.mixup > 0 or aug.cutmix > 0) and cfg.batch_size % 2:
             raise UserError(f"Mixup/CutMix pair each image with another: batch_size must be even, got "
@@ -52,7 +51,6 @@ class ViTTask(Task):
         self.augment = DeviceAugment(mean, std, classes=len(self.classes), mixup=aug.mixup, cutmix=aug.cutmix,
                                      mix_prob=aug.mix_prob, switch_prob=aug.switch_prob,
                                      label_smoothing=aug.label_smoothing)
-        self.plain = DeviceAugment(mean, std, classes=len(self.classes))
 
     def normalisation(self) -> tuple[list[float], list[float]]:
         """data.mean/std if given, else measured on the training images (per channel)."""
@@ -87,7 +85,6 @@ class ViTTask(Task):
                                                 dropout=m.dropout, drop_path=m.drop_path)
         if len(pretrained_cfg.get("mean", ())) == channels:  # the statistics the weights were trained with
             self.set_normalisation(list(pretrained_cfg["mean"]), list(pretrained_cfg["std"]))
-        self.pretrained_cfg = pretrained_cfg
         return model
 
     def train_batches(self) -> ShuffledBatches:
@@ -112,7 +109,7 @@ class ViTTask(Task):
             end = min(start + self.cfg.eval_batch_size, n)
             images, labels = self.runtime.to_device((self.test_set.images[start:end], self.test_set.labels[start:end]))
             with self.runtime.autocast():
-                logits = model(self.plain.normalize(images)).float()  # (b, classes)
+                logits = model(self.augment.normalize(images)).float()  # (b, classes)
             loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=-1) == labels).sum()
         return {"val_loss": loss_sum.item() / n, "val_acc": correct.item() / n}
