@@ -93,6 +93,6 @@ def parse_args(argv: list[str], defaults: dict) -> dict:
         if not sep or key not in defaults:
             raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")
         args[key] = value if isinstance(defaults[key], str) else OmegaConf.from_dotlist([f"v={value}"]).v
-    if "run_dir" in args and not args["run_dir"]:
+    if "run_dir" in defaults and defaults["run_dir"] is None and not args["run_dir"]:  # a tool that needs a run
         raise UserError("say which run to use: run_dir=DIR (the folder python -m multitx.train wrote)")
     return args

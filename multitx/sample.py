@@ -11,7 +11,7 @@ import torch
 from multitx.cli import parse_args, run_cli
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
-from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.tasks.charlm import language_model
 from multitx.text.tokenizer import CharTokenizer
 
 DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,
@@ -23,9 +23,7 @@ def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu")
     run_dir = Path(run_dir)
     cfg = checkpoint.run_config(run_dir, "charlm", "multitx.sample")
     tokenizer = CharTokenizer.load(run_dir / "vocab.json")
-    m = cfg.model
-    model = LanguageModel(LanguageModelConfig(vocab_size=tokenizer.vocab_size, context=m.context, dim=m.dim,
-                                              layers=m.layers, heads=m.heads, positions=m.positions, bias=m.bias))
+    model = language_model(cfg.model, tokenizer.vocab_size)
     found = checkpoint.resolve(run_dir, which)
     checkpoint.load_weights(model, found)
     return model.to(device).eval(), tokenizer, found

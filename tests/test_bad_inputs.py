@@ -80,6 +80,7 @@ CASES = [
     (["data.path={tiny}"], "fewer than context"),
     (["model.heads=3"], "cannot build the model: model width 32 is not divisible by 3 heads"),
     (["model.positions=absolute"], "cannot build the model: positions must be one of"),
+    (["model.activation=swish"], "cannot build the model: activation must be one of"),
     (["resume={missing}"], "no such checkpoint folder"),
     (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
     (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),

@@ -5,8 +5,10 @@ import json
 import pytest
 
 from multitx import sample, train
-from multitx.cli import run_cli
+from multitx.benchmarks import caption_shapes
+from multitx.cli import parse_args, run_cli
 from multitx.engine.checkpoint import latest, load_state
+from multitx.errors import UserError
 from tests.conftest import run_module, tiny_charlm_args
 
 
@@ -102,3 +104,9 @@ def test_a_run_folder_with_checkpoints_is_never_overwritten_by_accident(trained_
     code, err = one_line_error(train.main, tiny_charlm_args(corpus, run_dir, "steps=2"), capsys)
     assert code == 2 and "already has checkpoints; continue it with resume=auto" in err
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+def test_run_dir_is_required_by_tools_that_read_a_run_and_optional_for_those_that_make_one():
+    with pytest.raises(UserError, match="say which run to use: run_dir=DIR"):
+        parse_args(["prompt=hi"], sample.DEFAULTS)
+    assert parse_args([], caption_shapes.DEFAULTS)["run_dir"] == ""  # makes runs/caption_shapes/<time>

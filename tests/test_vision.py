@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from multitx.benchmarks.vit_fashion import RECIPES as FASHION_RECIPES
 from multitx.cli import load_config
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
@@ -15,7 +16,7 @@ from multitx.models.vit import ViT, build_vit
 from multitx.tasks.vit import ViTTask
 from multitx.vision.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
 from tests.conftest import REPO, run_module
-from tests.helpers_vision import OverlapPatches, write_imagefolder
+from tests.helpers_vision import OverlapPatches, write_fashion_mnist, write_imagefolder
 
 
 @pytest.mark.parametrize("cls", [LinearPatches, ConvPatches, OverlapPatches])
@@ -39,6 +40,24 @@ def test_conv_stem_tokenizer():
     assert len([m for m in tok.stem if isinstance(m, torch.nn.Conv2d)]) == 2  # log2(4) stride-2 convolutions
     with pytest.raises(UserError, match="power-of-two"):
         ConvStemPatches(image_size=28, patch_size=7, in_channels=1, dim=32)
+
+
+def test_conv_stem_takes_one_width_per_convolution():
+    tok = ConvStemPatches(image_size=32, patch_size=8, in_channels=1, dim=32, stem_width=[8, 16, 24])
+    convs = [m for m in tok.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 8), (8, 16), (16, 24)]
+    assert tok.proj.in_channels == 24 and tok(torch.randn(2, 1, 32, 32)).shape == (2, 16 + 1, 32)
+    with pytest.raises(UserError, match="stem_width must be one positive width or 3 of them"):
+        ConvStemPatches(image_size=32, patch_size=8, in_channels=1, dim=32, stem_width=[8, 16])
+
+
+@pytest.mark.parametrize("recipe", sorted(FASHION_RECIPES))
+def test_the_shipped_fashion_recipes_build_and_classify(recipe, tmp_path):
+    folder = write_fashion_mnist(tmp_path / "fm", train=8, test=4)
+    cfg = load_config(["task=vit_fashion", f"data.root={folder}", f"data_dir={tmp_path}", *FASHION_RECIPES[recipe]])
+    task = ViTTask(cfg, setup_runtime("cpu", "fp32"))
+    images = task.test_set.images[:2]  # (2, 1, 32, 32) uint8, scaled up from 28x28 as the recipe asks
+    assert task.build_model()(task.augment.normalize(images)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("positions", ["learned", "sincos", "none"])

@@ -93,8 +93,9 @@ def main(argv=None) -> None:
     if fits < cfg.steps:
         steps = max(fits, 1)
         scale = steps / cfg.steps
+        # as many evaluations as the recipe asks for, the last one at the last step
         extra = [f"steps={steps}", f"warmup_steps={max(1, round(cfg.warmup_steps * scale))}",
-                 f"eval_every={max(1, round(cfg.eval_every * scale))}"]
+                 f"eval_every={math.ceil(steps / evals)}"]
         print(f"the recipe's {cfg.steps} steps need ~{cfg.steps * step_s:.0f} s here ({step_s * 1000:.0f} ms/step); "
               f"running {steps} steps to fit the {args.budget:.0f} s budget", flush=True)
         cfg = load_config(base + args.overrides + extra)

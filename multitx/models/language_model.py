@@ -22,6 +22,7 @@ class LanguageModelConfig:
     positions: str = "learned"  # learned | sinusoidal | rotary
     bias: bool = False  # biases in Linear and LayerNorm (GPT-2 had them; they barely help)
     mlp_ratio: float = 4.0
+    activation: str = "gelu"  # in the MLP: gelu | relu2
 
 
 class LanguageModel(nn.Module):
@@ -31,7 +32,7 @@ class LanguageModel(nn.Module):
         self.embed = TextEmbedder(config.vocab_size, config.dim, config.context, positions=config.positions,
                                   dropout=config.dropout)
         self.trunk = Trunk(dim=config.dim, layers=config.layers, heads=config.heads, mlp_ratio=config.mlp_ratio,
-                           dropout=config.dropout, bias=config.bias, causal=True,
+                           dropout=config.dropout, bias=config.bias, causal=True, activation=config.activation,
                            rotary_positions=config.context if config.positions == "rotary" else 0)
         self.head = LMHead(config.dim, config.vocab_size, tie_to=self.embed.token)
 

@@ -18,13 +18,25 @@ from multitx.nn.kv_cache import KVCache
 from multitx.nn.positions import Rotary
 
 
-class MLP(nn.Module):
-    """Per-token computation: D -> hidden -> D."""
+class ReLUSquared(nn.Module):
+    """relu(x)^2, the MLP activation found by the Primer search (So et al. 2021)."""
 
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, bias: bool = False):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu2": ReLUSquared}
+
+
+class MLP(nn.Module):
+    """Per-token computation: D -> hidden -> D, with GELU (GPT-2, ViT) or relu^2 between."""
+
+    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, bias: bool = False, activation: str = "gelu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         self.fc = nn.Linear(dim, hidden, bias=bias)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[activation]()
         self.proj = nn.Linear(hidden, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -50,14 +62,15 @@ class Block(nn.Module):
     """x + attention(norm(x)) [+ cross_attention(norm(x), memory)] + mlp(norm(x))."""
 
     def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = False,
-                 cross_attention: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-5):
+                 cross_attention: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-5,
+                 activation: str = "gelu"):
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.attn = Attention(dim, heads, dropout=dropout, bias=bias)
         self.norm_cross = nn.LayerNorm(dim, eps=norm_eps, bias=bias) if cross_attention else None
         self.cross = Attention(dim, heads, dropout=dropout, bias=bias, cross=True) if cross_attention else None
         self.norm_mlp = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias, activation=activation)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None,
@@ -80,11 +93,13 @@ class Trunk(nn.Module):
     causal: each token sees only itself and earlier tokens (decoders).
     cross_attention: blocks also attend to a `memory` sequence (captioning).
     rotary_positions: if > 0, rotary positions up to this length inside attention.
+    activation: the MLP's, "gelu" or "relu2".
     """
 
     def __init__(self, *, dim: int, layers: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  bias: bool = False, causal: bool = False, cross_attention: bool = False,
-                 rotary_positions: int = 0, drop_path: float = 0.0, norm_eps: float = 1e-5):
+                 rotary_positions: int = 0, drop_path: float = 0.0, norm_eps: float = 1e-5,
+                 activation: str = "gelu"):
         super().__init__()
         self.dim, self.heads, self.causal = dim, heads, causal
         self.rotary = Rotary(dim // heads, rotary_positions) if rotary_positions else None
@@ -92,7 +107,7 @@ class Trunk(nn.Module):
         rates = [drop_path * i / max(layers - 1, 1) for i in range(layers)]
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, cross_attention=cross_attention,
-                  drop_path=rate, norm_eps=norm_eps)
+                  drop_path=rate, norm_eps=norm_eps, activation=activation)
             for rate in rates
         )
         self.norm_out = nn.LayerNorm(dim, eps=norm_eps, bias=bias)

@@ -21,10 +21,7 @@ class CharLMTask(Task):
         self.tokenizer = self.corpus.tokenizer
 
     def build_model(self) -> LanguageModel:
-        m = self.cfg.model
-        return LanguageModel(LanguageModelConfig(
-            vocab_size=self.tokenizer.vocab_size, context=m.context, dim=m.dim, layers=m.layers, heads=m.heads,
-            dropout=m.dropout, positions=m.positions, bias=m.bias))
+        return language_model(self.cfg.model, self.tokenizer.vocab_size)
 
     def train_batches(self) -> TokenWindows:
         return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed,
@@ -60,3 +57,10 @@ class CharLMTask(Task):
 
     def save_artifacts(self, run_dir: Path) -> None:
         self.tokenizer.save(Path(run_dir) / "vocab.json")
+
+
+def language_model(m: DictConfig, vocab_size: int) -> LanguageModel:
+    """The GPT that a run's `model.*` settings describe (training, and sampling from a run folder)."""
+    return LanguageModel(LanguageModelConfig(
+        vocab_size=vocab_size, context=m.context, dim=m.dim, layers=m.layers, heads=m.heads, dropout=m.dropout,
+        positions=m.positions, bias=m.bias, activation=m.get("activation", "gelu")))  # runs before relu2: gelu

@@ -215,22 +215,36 @@ class ConvStemPatches(PatchTokenizer):
     """A small convolutional stem instead of one big-kernel projection ("Early Convolutions
     Help Transformers See Better", Xiao et al. 2021): log2(patch) 3x3 convolutions of
     stride 2, each followed by BatchNorm and GELU, then a 1x1 convolution to D. Same grid
-    and token count as ConvPatches; the patch size must be a power of two."""
+    and token count as ConvPatches; the patch size must be a power of two.
 
-    def __init__(self, *, stem_width: int | None = None, **kwargs):
+    As in the paper, the channels double as the resolution halves and the last 3x3
+    convolution has D: D/4, D/2, D for patch 8. stem_width: one width per convolution
+    instead, or one number for all of them.
+    """
+
+    def __init__(self, *, stem_width: int | Sequence[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         ph, pw = self.patch_size
         if ph != pw or ph < 2 or ph & (ph - 1):
             raise UserError(f"the convstem tokenizer needs a square power-of-two patch size (2, 4, 8...), "
                             f"got {ph}x{pw}; use conv or linear for others")
-        width = stem_width or max(self.dim // 2, 16)
+        convs = ph.bit_length() - 1  # each halves the height and width
+        if stem_width is None:
+            widths = [max(self.dim >> (convs - 1 - i), 8) for i in range(convs)]  # (..., D/4, D/2, D)
+        elif isinstance(stem_width, Sequence):
+            widths = list(stem_width)
+        else:
+            widths = [stem_width] * convs
+        if len(widths) != convs or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise UserError(f"stem_width must be one positive width or {convs} of them (one per 3x3 convolution "
+                            f"for patch size {ph}), got {stem_width!r}")
         layers, channels = [], self.in_channels
-        for _ in range(ph.bit_length() - 1):  # each halves the height and width
+        for width in widths:
             layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
                        nn.GELU()]
             channels = width
         self.stem = nn.Sequential(*layers)
-        self.proj = nn.Conv2d(width, self.dim, kernel_size=1)
+        self.proj = nn.Conv2d(channels, self.dim, kernel_size=1)
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         features = self.proj(self.stem(images))  # (B, D, h, w)
