@@ -51,6 +51,12 @@ def test_conv_stem_takes_one_width_per_convolution():
         ConvStemPatches(image_size=32, patch_size=8, in_channels=1, dim=32, stem_width=[8, 16])
 
 
+def test_vit_mlp_activation_is_a_setting():
+    assert isinstance(build_vit(image_size=8, dim=16, layers=1, heads=2).trunk.blocks[0].mlp.act, torch.nn.GELU)
+    relu2 = build_vit(image_size=8, dim=16, layers=1, heads=2, activation="relu2")
+    assert type(relu2.trunk.blocks[0].mlp.act).__name__ == "ReLUSquared"
+
+
 @pytest.mark.parametrize("recipe", sorted(FASHION_RECIPES))
 def test_the_shipped_fashion_recipes_build_and_classify(recipe, tmp_path):
     folder = write_fashion_mnist(tmp_path / "fm", train=8, test=4)

@@ -60,7 +60,7 @@ class ViT(nn.Module):
 def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int = 10, dim: int = 192,
               layers: int = 9, heads: int = 12, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
               pool: str = "cls", tokenizer="conv", positions: str = "learned", cls_token: bool | None = None,
-              **tokenizer_options) -> ViT:
+              activation: str = "gelu", **tokenizer_options) -> ViT:
     """A ViT from plain settings. `tokenizer` is a PatchTokenizer instance, a
     PatchTokenizer subclass, a registered name ("conv", "linear"), an import path
     ("my_pkg.MyTokenizer") or a config mapping; classes get image_size, patch_size,
@@ -78,5 +78,5 @@ def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int
     tok = build_tokenizer(tokenizer, image_size=image_size, patch_size=patch_size, in_channels=in_channels, dim=dim,
                           **tokenizer_options)
     trunk = Trunk(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=True,
-                  drop_path=drop_path, norm_eps=1e-6)
+                  drop_path=drop_path, norm_eps=1e-6, activation=activation)
     return ViT(tok, trunk, ClassifierHead(dim, classes, pool=pool, dropout=dropout))

@@ -70,7 +70,7 @@ class ViTTask(Task):
             else m.tokenizer
         return build_vit(image_size=self.image_size, patch_size=m.patch_size, in_channels=channels, classes=classes,
                          dim=m.dim, layers=m.layers, heads=m.heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-                         drop_path=m.drop_path, pool=m.pool, tokenizer=tokenizer)
+                         drop_path=m.drop_path, pool=m.pool, tokenizer=tokenizer, activation=m.activation)
 
     def pretrained_model(self, spec: str, channels: int, classes: int) -> ViT:
         """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
