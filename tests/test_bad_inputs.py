@@ -35,6 +35,11 @@ def good_run(tmp_path_factory):
     def truncate(file: str):
         return lambda folder: (folder / file).write_bytes((folder / file).read_bytes()[:100])
 
+    def without_activation(folder: Path):  # as written before model.activation existed
+        config = folder / "config.yaml"
+        config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                                  if not line.strip().startswith("activation:")))
+
     def malicious(folder: Path):
         torch.save({"step": 1, "x": RunsCode(tmp / "pwned")}, folder / "state.pt")
 
@@ -45,6 +50,8 @@ def good_run(tmp_path_factory):
         "truncated_state": damaged("truncated_state", truncate("state.pt")),
         "truncated_weights": damaged("truncated_weights", truncate("model.safetensors")),
         "malicious": damaged("malicious", malicious),
+        "before_activation": damaged("before_activation", without_activation),
+        "broken_config": damaged("broken_config", lambda folder: (folder / "config.yaml").write_text("model: [1,")),
         "tiny": tmp / "tiny.txt",
     }
     files["empty"].write_text("")
@@ -85,7 +92,10 @@ CASES = [
     (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
     (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),
     (["resume={malicious}"], "would run code when unpickled"),
-    (["resume=auto", "model.dim=64"], "was written by a different model configuration"),
+    (["resume=auto", "model.dim=64"], "different model configuration (model.dim: 32 in the checkpoint, 64 now)"),
+    (["resume=auto", "model.activation=gelu"], "model.activation: relu2 in the checkpoint, gelu now"),
+    (["resume={before_activation}"], "model.activation: gelu in the checkpoint, relu2 now"),
+    (["resume={broken_config}"], "config.yaml cannot be read (ParserError); use an earlier checkpoint"),
     ([], "already has checkpoints; continue it with resume=auto"),
     (["device=cuda"], "device=cuda but no CUDA GPU is visible"),
 ]

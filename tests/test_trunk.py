@@ -110,16 +110,6 @@ def test_relu2_mlp_squares_the_positive_part():
         tiny_lm(activation="swish")
 
 
-def test_a_run_saved_before_the_activation_setting_existed_builds_gelu():
-    from omegaconf import OmegaConf
-
-    from multitx.tasks.charlm import language_model
-
-    old_run = OmegaConf.create({"context": 16, "dim": 32, "layers": 1, "heads": 4, "dropout": 0.0,
-                                "positions": "learned", "bias": False})
-    assert isinstance(language_model(old_run, 11).trunk.blocks[0].mlp.act, torch.nn.GELU)
-
-
 def test_lm_head_is_tied_to_the_token_embedding():
     model = tiny_lm()
     assert model.head.proj.weight is model.embed.token.weight

@@ -138,11 +138,25 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                         f"use the model.* settings it was trained with")
 
 
+# model.* settings added after runs were first written, with the value those runs had
+FORMER_MODEL_DEFAULTS = {"activation": "gelu"}
+
+
+def read_config(folder: Path) -> DictConfig:
+    """FOLDER/config.yaml (a run's or a checkpoint's), with settings older runs did not write filled in."""
+    cfg = OmegaConf.load(Path(folder) / "config.yaml")
+    if isinstance(cfg.get("model"), DictConfig):
+        for key, value in FORMER_MODEL_DEFAULTS.items():
+            if key not in cfg.model:
+                cfg.model[key] = value
+    return cfg
+
+
 def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:
     """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise."""
     if not (Path(run_dir) / "config.yaml").exists():
         raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
-    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    cfg = read_config(run_dir)
     if cfg.task.name != task:
         raise UserError(f"{run_dir} is a {cfg.task.name} run; {tool} needs a task={task} run")
     return cfg

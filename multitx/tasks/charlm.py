@@ -63,4 +63,4 @@ def language_model(m: DictConfig, vocab_size: int) -> LanguageModel:
     """The GPT that a run's `model.*` settings describe (training, and sampling from a run folder)."""
     return LanguageModel(LanguageModelConfig(
         vocab_size=vocab_size, context=m.context, dim=m.dim, layers=m.layers, heads=m.heads, dropout=m.dropout,
-        positions=m.positions, bias=m.bias, activation=m.get("activation", "gelu")))  # runs before relu2: gelu
+        positions=m.positions, bias=m.bias, activation=m.activation))
