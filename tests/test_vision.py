@@ -13,6 +13,7 @@ from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.heads import ClassifierHead
 from multitx.models.vit import ViT, build_vit
+from multitx.nn.trunk import ReLUSquared
 from multitx.tasks.vit import ViTTask
 from multitx.vision.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
 from tests.conftest import REPO, run_module
@@ -54,7 +55,7 @@ def test_conv_stem_takes_one_width_per_convolution():
 def test_vit_mlp_activation_is_a_setting():
     assert isinstance(build_vit(image_size=8, dim=16, layers=1, heads=2).trunk.blocks[0].mlp.act, torch.nn.GELU)
     relu2 = build_vit(image_size=8, dim=16, layers=1, heads=2, activation="relu2")
-    assert type(relu2.trunk.blocks[0].mlp.act).__name__ == "ReLUSquared"
+    assert isinstance(relu2.trunk.blocks[0].mlp.act, ReLUSquared)
 
 
 @pytest.mark.parametrize("recipe", sorted(FASHION_RECIPES))

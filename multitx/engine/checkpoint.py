@@ -152,6 +152,28 @@ def read_config(folder: Path) -> DictConfig:
     return cfg
 
 
+def check_same_model(folder: Path, model_cfg: DictConfig) -> None:
+    """Resuming continues one model: every model.* setting must be the checkpoint's. Some
+    changes would not show as a shape mismatch (model.activation, model.positions...)."""
+    if not (Path(folder) / "config.yaml").exists():
+        return
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml").get("model") or {})
+    except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
+        raise UserError(f"{folder}/config.yaml cannot be read ({type(err).__name__}); "
+                        f"use an earlier checkpoint") from None
+    now = OmegaConf.to_container(model_cfg, resolve=True)
+
+    def then(key):  # a setting the checkpoint predates had its former default
+        return saved.get(key, FORMER_MODEL_DEFAULTS.get(key, "unset"))
+
+    changed = [f"model.{key}: {then(key)} in the checkpoint, {now.get(key, 'unset')} now"
+               for key in sorted(set(saved) | set(now)) if then(key) != now.get(key, "unset")]
+    if changed:
+        raise UserError(f"{folder} was written by a different model configuration ({'; '.join(changed[:3])}); "
+                        f"use the model.* settings it was trained with, or a new run_dir")
+
+
 def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:
     """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise."""
     if not (Path(run_dir) / "config.yaml").exists():

@@ -87,28 +87,6 @@ def resume_point(cfg: DictConfig, run_dir: Path) -> Path | None:
     return path
 
 
-def check_same_model(cfg: DictConfig, start_from: Path) -> None:
-    """Resuming continues one model: every model.* setting must be the checkpoint's. Some
-    changes would not show as a shape mismatch (model.activation, model.positions...)."""
-    if not (start_from / "config.yaml").exists():
-        return
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(start_from / "config.yaml").get("model") or {})
-    except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
-        raise UserError(f"{start_from}/config.yaml cannot be read ({type(err).__name__}); "
-                        f"use an earlier checkpoint") from None
-    now = OmegaConf.to_container(cfg.model, resolve=True)
-
-    def then(key):  # a setting the checkpoint predates had its former default
-        return saved.get(key, checkpoint.FORMER_MODEL_DEFAULTS.get(key, "unset"))
-
-    changed = [f"model.{key}: {then(key)} in the checkpoint, {now.get(key, 'unset')} now"
-               for key in sorted(set(saved) | set(now)) if then(key) != now.get(key, "unset")]
-    if changed:
-        raise UserError(f"{start_from} was written by a different model configuration ({'; '.join(changed[:3])}); "
-                        f"use the model.* settings it was trained with, or a new run_dir")
-
-
 class StopSignals:
     """SIGTERM or a first Ctrl-C asks for a stop at the next step boundary (after a
     checkpoint); a second Ctrl-C stops at once. The last complete checkpoint stays
@@ -156,7 +134,7 @@ def train(cfg: DictConfig) -> dict:
     batches = task.train_batches()
     step, best, skipped = 0, None, 0
     if start_from is not None:
-        check_same_model(cfg, start_from)
+        checkpoint.check_same_model(start_from, cfg.model)
         checkpoint.load_weights(model, start_from)
         state = checkpoint.load_state(start_from)
         optimizer.load_state_dict(state["optimizer"])
