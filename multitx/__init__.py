@@ -4,6 +4,7 @@
 """
 
 from multitx.captioning.model import Captioner, CaptionerConfig
+from multitx.engine.muon import Muon
 from multitx.errors import UserError
 from multitx.heads import ClassifierHead, LMHead
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attention", "Block", "Captioner", "CaptionerConfig", "CharTokenizer", "ClassifierHead", "ConvPatches",
-    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches",
+    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches", "Muon",
     "PatchTokenizer", "Task", "TextEmbedder", "Trunk", "UserError", "ViT", "build_vit", "register_tokenizer",
     "vit_from_timm",
 ]

@@ -30,17 +30,23 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint.latest(run_dir) / "model.safetensors")
 
 
+def optimizer_states(run_dir: Path) -> list[dict]:
+    """Per-parameter state of the optimizer, or of each one in a chain (optimizer=muon)."""
+    saved = checkpoint.load_state(checkpoint.latest(run_dir))["optimizer"]
+    return [optimizer["state"] for optimizer in saved.get("chained", [saved])]
+
+
 def assert_same_training(run_a: Path, run_b: Path) -> None:
     """Same parameters, same optimizer state, same loss at every step."""
     wa, wb = weights(run_a), weights(run_b)
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
-    oa = checkpoint.load_state(checkpoint.latest(run_a))["optimizer"]["state"]
-    ob = checkpoint.load_state(checkpoint.latest(run_b))["optimizer"]["state"]
-    for i in oa:
-        for key in oa[i]:
-            assert torch.equal(oa[i][key], ob[i][key]), (i, key)
+    for oa, ob in zip(optimizer_states(run_a), optimizer_states(run_b), strict=True):
+        assert oa.keys() == ob.keys()
+        for i in oa:
+            for key in oa[i]:
+                assert torch.equal(oa[i][key], ob[i][key]), (i, key)
     la, lb = read_jsonl(run_a / "steps.jsonl"), read_jsonl(run_b / "steps.jsonl")
     assert [r["step"] for r in la] == [r["step"] for r in lb] == list(range(1, len(la) + 1))
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
@@ -70,25 +76,27 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float
     raise AssertionError("no checkpoint appeared")
 
 
-def resume_args(corpus: Path, run_dir: Path) -> list[str]:
+def resume_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     # Deterministic CPU maths; a model large enough that a run takes a few seconds.
     return tiny_charlm_args(corpus, run_dir, "steps=120", "eval_every=10", "model.dim=64", "deterministic=true",
-                            "device=cpu", "show_tokens=0", "model.dropout=0.1")
+                            "device=cpu", "show_tokens=0", "model.dropout=0.1", *extra)
 
 
-def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small_corpus):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small_corpus, optimizer):
+    args = [f"optimizer={optimizer}"]
     reference = tmp_path / "reference"  # a clean process, like the killed one: no torch state from other tests
-    finish(start_training(*resume_args(small_corpus, reference)))
+    finish(start_training(*resume_args(small_corpus, reference, *args)))
 
     killed = tmp_path / "killed"
-    process = start_training(*resume_args(small_corpus, killed))
+    process = start_training(*resume_args(small_corpus, killed, *args))
     wait_for_checkpoint(killed, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     interrupted_at = int(checkpoint.latest(killed).name.split("_")[1])
     assert process.returncode == -signal.SIGKILL and interrupted_at < 120, "the kill must land mid-run"
 
-    finish(start_training(*resume_args(small_corpus, killed), "resume=auto"))
+    finish(start_training(*resume_args(small_corpus, killed, *args), "resume=auto"))
     assert_same_training(reference, killed)
 
 
@@ -238,8 +246,12 @@ def test_newest_checkpoints_and_the_best_are_kept(tmp_path, small_corpus):
     assert set(names) == {"step_0000010", "step_0000012", best}
 
 
-def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path, small_corpus):
-    common = ["steps=6", "eval_every=6", "device=cpu", "show_tokens=0"]
+@pytest.mark.parametrize("optimizer, tolerance", [("adamw", 1e-6), ("muon", 1e-4)])
+def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_global_batch(tmp_path, small_corpus,
+                                                                                       optimizer, tolerance):
+    """Float sums in another order differ in the last bits; Muon's orthogonalisation
+    amplifies that (3e-5 after 6 steps), still far below one step's change (~1e-3)."""
+    common = ["steps=6", "eval_every=6", "device=cpu", "show_tokens=0", f"optimizer={optimizer}"]
     single = tmp_path / "single"
     train_in_process(*tiny_charlm_args(small_corpus, single, *common, "batch_size=8"))
     ddp = tmp_path / "ddp"
@@ -249,5 +261,5 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_globa
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = weights(single), weights(ddp)
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= tolerance
     assert len(read_jsonl(ddp / "metrics.jsonl")) == 1, "only rank 0 logs"

@@ -4,7 +4,7 @@
     python -m multitx.benchmarks.vit_fashion --recipe gpu             # the GPU recipe (device auto)
     python -m multitx.benchmarks.vit_fashion --budget 300 model.dim=64  # any key=value override
 
-The engine has no clock, so this picks the step count: it times a few training
+The step count is fitted to the budget (multitx/benchmarks/budget.py): it times a few training
 steps and one evaluation of the recipe's model on this machine, and if the
 recipe's steps would not fit in --budget seconds (evaluations and data loading
 included), it scales steps and warm-up down to fit. Then it runs the ordinary
@@ -17,56 +17,25 @@ Fashion-MNIST comes from --data-root (Debian's dataset-fashion-mnist:
 
 import argparse
 import json
-import math
 import time
 from datetime import date
 from pathlib import Path
 
-import torch
-
-from multitx.cli import load_config
-from multitx.engine.runtime import seed_everything, setup_runtime
-from multitx.engine.trainer import build_optimizer, train
-from multitx.tasks.vit import ViTTask
+from multitx.benchmarks.budget import fit_to_budget
+from multitx.engine.trainer import train
 
 RECIPES = {
     # task=vit_fashion as shipped: the 2-core-CPU recipe (see multitx/config/task/vit_fashion.yaml)
     "cpu": [],
     # a GPU: a wider, deeper model with a convolutional stem, 100 epochs, TrivialAugment, random erasing,
     # Mixup/CutMix on half the batches (not yet run to the end: see the README)
-    "gpu": ["steps=46800", "batch_size=128", "warmup_steps=2340", "lr=1e-3", "min_lr=1e-5", "weight_decay=0.05",
-            "eval_every=4680", "model.dim=192", "model.layers=9", "model.heads=6", "model.mlp_ratio=2.0",
-            "model.patch_size=4", "model.tokenizer.name=convstem",
+    "gpu": ["steps=46800", "batch_size=128", "warmup_steps=2340", "optimizer=adamw", "lr=1e-3", "min_lr=1e-5",
+            "weight_decay=0.05", "eval_every=4680", "model.dim=192", "model.layers=9", "model.heads=6",
+            "model.mlp_ratio=2.0", "model.patch_size=4", "model.tokenizer.name=convstem",
             "model.drop_path=0.1", "augment.crop_padding=2", "augment.flip=true", "augment.policy=trivialaugment",
             "augment.erase=0.25", "augment.mixup=0.8", "augment.cutmix=1.0", "augment.mix_prob=0.5",
             "augment.label_smoothing=0.1"],
 }
-
-
-def calibrate(cfg, steps: int = 8) -> tuple[float, float]:
-    """Seconds per training step and per evaluation, for this config on this machine."""
-    runtime = setup_runtime(cfg.device, cfg.precision)
-    seed_everything(cfg.seed)
-    task = ViTTask(cfg, runtime)
-    model = task.build_model().to(runtime.device)
-    optimizer = build_optimizer(model, cfg, runtime)
-    batches = task.train_batches()
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
-        with runtime.autocast():
-            loss = task.loss(model, runtime.to_device(next(batches)))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    batches.close()
-    model.eval()
-    start = time.perf_counter()
-    task.evaluate(model)
-    return sorted(times[2:])[len(times[2:]) // 2], time.perf_counter() - start
 
 
 def main(argv=None) -> None:
@@ -83,34 +52,16 @@ def main(argv=None) -> None:
     if args.data_root:
         base.append(f"data.root={args.data_root}")
     started = time.perf_counter()
-    cfg = load_config(base + args.overrides)
-    step_s, eval_s = calibrate(cfg)
-    overhead = time.perf_counter() - started + 5.0  # calibration, and loading the data again
-    evals = math.ceil(cfg.steps / cfg.eval_every)
-    # 8% to spare: steps in a long run came out a few percent slower than in the calibration
-    fits = int((args.budget - overhead - evals * eval_s) / (1.08 * step_s))
-    steps = cfg.steps
-    if fits < cfg.steps:
-        steps = max(fits, 1)
-        scale = steps / cfg.steps
-        # as many evaluations as the recipe asks for, the last one at the last step
-        extra = [f"steps={steps}", f"warmup_steps={max(1, round(cfg.warmup_steps * scale))}",
-                 f"eval_every={math.ceil(steps / evals)}"]
-        print(f"the recipe's {cfg.steps} steps need ~{cfg.steps * step_s:.0f} s here ({step_s * 1000:.0f} ms/step); "
-              f"running {steps} steps to fit the {args.budget:.0f} s budget", flush=True)
-        cfg = load_config(base + args.overrides + extra)
-    else:
-        print(f"{cfg.steps} steps at ~{step_s * 1000:.0f} ms/step fit the {args.budget:.0f} s budget", flush=True)
-
+    cfg = fit_to_budget(base + args.overrides, args.budget, started=started)
     train(cfg)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final, best = rows[-1], max(rows, key=lambda r: r["val_acc"])
-    images = steps * cfg.batch_size * cfg.grad_accum
+    images = cfg.steps * cfg.batch_size * cfg.grad_accum
     tested = "all test images" if cfg.eval_images <= 0 else f"the first {cfg.eval_images} test images"
     print(f"\nvit_fashion --recipe {args.recipe}: test accuracy {final['val_acc']:.2%} (final model, {tested}), "
           f"best {best['val_acc']:.2%} at step {best['step']}; "
-          f"{steps} steps, {images / 60000:.1f} epochs, {wall:.0f} s wall of a {args.budget:.0f} s budget, "
+          f"{cfg.steps} steps, {images / 60000:.1f} epochs, {wall:.0f} s wall of a {args.budget:.0f} s budget, "
           f"{final['images_per_s']:,.0f} images/s; {date.today()}; run folder {run_dir}")
 
 

@@ -152,16 +152,21 @@ def read_config(folder: Path) -> DictConfig:
     return cfg
 
 
-def check_same_model(folder: Path, model_cfg: DictConfig) -> None:
-    """Resuming continues one model: every model.* setting must be the checkpoint's. Some
-    changes would not show as a shape mismatch (model.activation, model.positions...)."""
+def saved_config(folder: Path) -> dict | None:
+    """A checkpoint's config.yaml as plain data (None if it has none); one clear line if unreadable."""
     if not (Path(folder) / "config.yaml").exists():
-        return
+        return None
     try:
-        saved = OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml").get("model") or {})
+        return OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml"))
     except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
         raise UserError(f"{folder}/config.yaml cannot be read ({type(err).__name__}); "
                         f"use an earlier checkpoint") from None
+
+
+def check_same_model(folder: Path, model_cfg: DictConfig) -> None:
+    """Resuming continues one model: every model.* setting must be the checkpoint's. Some
+    changes would not show as a shape mismatch (model.activation, model.positions...)."""
+    saved = (saved_config(folder) or {}).get("model") or {}
     now = OmegaConf.to_container(model_cfg, resolve=True)
 
     def then(key):  # a setting the checkpoint predates had its former default
@@ -172,6 +177,15 @@ def check_same_model(folder: Path, model_cfg: DictConfig) -> None:
     if changed:
         raise UserError(f"{folder} was written by a different model configuration ({'; '.join(changed[:3])}); "
                         f"use the model.* settings it was trained with, or a new run_dir")
+
+
+def check_same_optimizer(folder: Path, optimizer: str) -> None:
+    """Optimizer state loads only into the kind of optimizer that wrote it."""
+    saved = saved_config(folder)
+    then = saved.get("optimizer", "adamw") if saved else optimizer  # runs before the key used AdamW
+    if then != optimizer:
+        raise UserError(f"{folder} was trained with optimizer={then}, not {optimizer}; resume with "
+                        f"optimizer={then}, or start a new run_dir")
 
 
 def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from multitx.engine import checkpoint
 from multitx.engine.metrics import MetricsLog
-from multitx.engine.runtime import Runtime, rng_state, seed_everything, set_rng_state, setup_runtime
+from multitx.engine.optimizers import OPTIMIZERS, build_optimizer
+from multitx.engine.runtime import rng_state, seed_everything, set_rng_state, setup_runtime
 from multitx.errors import UserError
 from multitx.tasks.base import Task
 
@@ -49,26 +50,17 @@ def lr_at(step: int, cfg: DictConfig) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only, as nanoGPT and timm do;
-    a model can exempt more parameters by name through `no_weight_decay()`."""
-    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.dim() >= 2 and n not in exempt]
-    no_decay = [p for n, p in params if p.dim() < 2 or n in exempt]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel for the whole update on the GPU. Not on the CPU: there it
-    # broke bit-exact resume in our tests (tests/test_engine.py).
-    fused = runtime.device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
-
-
 def check_config(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "keep_checkpoints"):
         if cfg[key] < 1:
             raise UserError(f"{key} must be at least 1, got {cfg[key]}")
     if not cfg.lr > 0:
         raise UserError(f"lr must be positive, got {cfg.lr}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if cfg.optimizer == "muon" and not (cfg.muon.lr > 0 and cfg.muon.ns_steps >= 1):
+        raise UserError(f"muon.lr must be positive and muon.ns_steps at least 1, got {cfg.muon.lr} and "
+                        f"{cfg.muon.ns_steps}")
     if cfg.nonfinite not in ("stop", "skip"):
         raise UserError(f"nonfinite must be stop or skip, got {cfg.nonfinite!r}")
 
@@ -131,10 +123,12 @@ def train(cfg: DictConfig) -> dict:
     except ValueError as err:  # the model's own checks: head count, position kind, ...
         raise UserError(f"cannot build the model: {err}; check the model.* settings") from None
     optimizer = build_optimizer(model, cfg, runtime)
+    peak_lrs = [group["lr"] for group in optimizer.param_groups]  # lr, or muon.lr; the schedule scales each
     batches = task.train_batches()
     step, best, skipped = 0, None, 0
     if start_from is not None:
         checkpoint.check_same_model(start_from, cfg.model)
+        checkpoint.check_same_optimizer(start_from, cfg.optimizer)
         checkpoint.load_weights(model, start_from)
         state = checkpoint.load_state(start_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -181,8 +175,8 @@ def train(cfg: DictConfig) -> dict:
         while step < cfg.steps:
             t0 = time.perf_counter()
             lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, peak in zip(optimizer.param_groups, peak_lrs, strict=True):
+                group["lr"] = peak * lr / cfg.lr
             loss_sum = torch.zeros((), device=runtime.device)
             for micro in range(cfg.grad_accum):
                 batch = runtime.to_device(next(batches))

@@ -1,0 +1,69 @@
+"""Fitting a run into a time budget. The engine has no clock, so a benchmark times a
+few training steps and one evaluation of the config on this machine, and if the
+config's steps would not fit in the budget (evaluations included), scales steps and
+warm-up down to fit. The run itself is then the ordinary engine's."""
+
+import math
+import time
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from multitx.cli import load_config
+from multitx.engine.optimizers import build_optimizer
+from multitx.engine.runtime import seed_everything, setup_runtime
+
+# Time to spare: the machine's speed drifts during a long run. On 2026-11-23, with 3%
+# to spare a 600 s run took 605 s; with 8%, runs took 110 s of 124 and 485 s of 600.
+MARGIN = 1.06
+
+
+def calibrate(cfg: DictConfig, steps: int = 10, warmup: int = 5) -> tuple[float, float]:
+    """Median seconds per training step (forward, backward, clipping, optimizer step) and
+    seconds per evaluation, for this config on this machine."""
+    runtime = setup_runtime(cfg.device, cfg.precision)
+    seed_everything(cfg.seed)
+    task = get_class(cfg.task._target_)(cfg, runtime)
+    model = task.build_model().to(runtime.device)
+    optimizer = build_optimizer(model, cfg, runtime)
+    batches = task.train_batches()
+    times = []
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
+        with runtime.autocast():
+            loss = task.loss(model, runtime.to_device(next(batches)))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # waits for the GPU, as the training loop does
+        times.append(time.perf_counter() - start)
+    if hasattr(batches, "close"):
+        batches.close()
+    model.eval()
+    start = time.perf_counter()
+    task.evaluate(model)
+    return sorted(times[warmup:])[steps // 2], time.perf_counter() - start
+
+
+def fit_to_budget(argv: list[str], seconds: float, *, started: float | None = None) -> DictConfig:
+    """The config of `argv` (key=value list), its steps cut to fit `seconds` of training if
+    needed. With `started` (a time.perf_counter() value), the time since then, calibration
+    included, and 5 s to load the data again count against the budget too."""
+    cfg = load_config(argv)
+    step_s, eval_s = calibrate(cfg)
+    spent = 0.0 if started is None else time.perf_counter() - started + 5.0
+    evals = math.ceil(cfg.steps / cfg.eval_every)
+    fits = int((seconds - spent - evals * eval_s) / (MARGIN * step_s))
+    if fits >= cfg.steps:
+        print(f"{cfg.steps} steps at ~{step_s * 1000:.0f} ms/step fit the {seconds:.0f} s budget", flush=True)
+        return cfg
+    steps = max(fits, 1)
+    scale = steps / cfg.steps
+    # as many evaluations as the config asks for, the last one at the last step
+    extra = [f"steps={steps}", f"warmup_steps={max(1, round(cfg.warmup_steps * scale))}",
+             f"eval_every={math.ceil(steps / evals)}"]
+    print(f"{cfg.steps} steps need ~{cfg.steps * step_s:.0f} s here ({step_s * 1000:.0f} ms/step); "
+          f"running {steps} steps to fit the {seconds:.0f} s budget", flush=True)
+    return load_config(argv + extra)

@@ -1,0 +1,80 @@
+"""The optimizer a run trains with: `optimizer=adamw` or `optimizer=muon`.
+
+adamw: AdamW on everything, weight decay on matrices (dim >= 2) only, as nanoGPT and
+    timm do; a model can exempt more parameters by name through `no_weight_decay()`.
+muon:  Muon (engine/muon.py) on the weight matrices of the transformer blocks, and
+    AdamW as above on the rest: embeddings, patch tokenizer, heads, norms, biases.
+
+Each param group starts at its own peak learning rate (lr, or muon.lr); the trainer
+scales every group by the same warm-up and cosine schedule.
+"""
+
+import torch
+from omegaconf import DictConfig
+
+from multitx.engine.muon import Muon
+from multitx.engine.runtime import Runtime
+from multitx.errors import UserError
+from multitx.nn.trunk import Block
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+class Chained:
+    """Several optimizers stepped, zeroed, saved and loaded as one."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"chained": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for optimizer, saved in zip(self.optimizers, state["chained"], strict=True):
+            optimizer.load_state_dict(saved)
+
+
+def block_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The 2-D weights inside transformer blocks (attention and MLP projections): Muon's share."""
+    found = {id(p): p for block in model.modules() if isinstance(block, Block)
+             for p in block.parameters() if p.dim() == 2 and p.requires_grad}
+    return list(found.values())
+
+
+def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], cfg: DictConfig,
+          runtime: Runtime) -> torch.optim.AdamW:
+    decay = [p for n, p in named_params if p.dim() >= 2 and n not in exempt]
+    no_decay = [p for n, p in named_params if p.dim() < 2 or n in exempt]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused: one kernel for the whole update on the GPU. Not on the CPU: there it
+    # broke bit-exact resume in our tests (tests/test_engine.py).
+    fused = runtime.device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -> torch.optim.Optimizer | Chained:
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return adamw(named, exempt, cfg, runtime)
+    if cfg.optimizer != "muon":
+        raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    matrices = block_matrices(model)
+    if not matrices:
+        raise UserError("optimizer=muon found no transformer blocks in this model; use optimizer=adamw")
+    taken = {id(p) for p in matrices}
+    muon = Muon(matrices, lr=cfg.muon.lr, momentum=cfg.muon.momentum, weight_decay=cfg.muon.weight_decay,
+                ns_steps=cfg.muon.ns_steps)
+    return Chained(muon, adamw([(n, p) for n, p in named if id(p) not in taken], exempt, cfg, runtime))

@@ -1,0 +1,20 @@
+"""Benchmarks fit a run into a time budget by cutting its steps, never by changing anything else."""
+
+from multitx.benchmarks.budget import fit_to_budget
+from tests.conftest import tiny_charlm_args
+
+
+def test_a_run_that_fits_is_left_as_it_is(tmp_path, small_corpus):
+    argv = tiny_charlm_args(small_corpus, tmp_path / "run", "steps=20", "eval_every=10")
+    cfg = fit_to_budget(argv, seconds=1e6)
+    assert (cfg.steps, cfg.warmup_steps, cfg.eval_every) == (20, 5, 10)
+
+
+def test_a_run_too_long_for_the_budget_gets_fewer_steps_and_the_same_evaluations(tmp_path, small_corpus):
+    argv = tiny_charlm_args(small_corpus, tmp_path / "run", "steps=1000000", "eval_every=250000",
+                            "warmup_steps=100000")
+    cfg = fit_to_budget(argv, seconds=5.0)  # far less than a million steps of even a tiny model
+    assert 1 <= cfg.steps < 1_000_000
+    assert cfg.warmup_steps == max(1, round(100_000 * cfg.steps / 1_000_000))
+    assert cfg.eval_every * 4 >= cfg.steps > cfg.eval_every * 3  # four evaluations, the last at the end
+    assert cfg.model.dim == 32 and cfg.batch_size == 8  # nothing else changes
