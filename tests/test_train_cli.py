@@ -115,10 +115,12 @@ def test_run_dir_is_required_by_tools_that_read_a_run_and_optional_for_those_tha
 def test_a_run_written_before_model_activation_existed_reads_as_gelu_and_resumes_with_it(tmp_path):
     from omegaconf import OmegaConf
 
-    from multitx.engine.checkpoint import check_same_model, read_config
+    from multitx.engine.checkpoint import check_resumable, read_config
 
     (tmp_path / "config.yaml").write_text("task: {name: charlm}\nmodel: {dim: 32, positions: rotary}\n")
     assert read_config(tmp_path).model.activation == "gelu"
-    check_same_model(tmp_path, OmegaConf.create({"dim": 32, "positions": "rotary", "activation": "gelu"}))
+    check_resumable(tmp_path, OmegaConf.create({"model": {"dim": 32, "positions": "rotary", "activation": "gelu"},
+                                                "optimizer": "adamw"}))
     with pytest.raises(UserError, match="model.activation: gelu in the checkpoint, relu2 now"):
-        check_same_model(tmp_path, OmegaConf.create({"dim": 32, "positions": "rotary", "activation": "relu2"}))
+        check_resumable(tmp_path, OmegaConf.create({"model": {"dim": 32, "positions": "rotary",
+                                                              "activation": "relu2"}, "optimizer": "adamw"}))

@@ -138,8 +138,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                         f"use the model.* settings it was trained with")
 
 
-# model.* settings added after runs were first written, with the value those runs had
+# Settings added after runs were first written, with the value those runs had.
 FORMER_MODEL_DEFAULTS = {"activation": "gelu"}
+FORMER_OPTIMIZER = "adamw"
 
 
 def read_config(folder: Path) -> DictConfig:
@@ -152,40 +153,31 @@ def read_config(folder: Path) -> DictConfig:
     return cfg
 
 
-def saved_config(folder: Path) -> dict | None:
-    """A checkpoint's config.yaml as plain data (None if it has none); one clear line if unreadable."""
+def check_resumable(folder: Path, cfg: DictConfig) -> None:
+    """Resuming continues one run: every model.* setting and the optimizer must be the
+    checkpoint's. Some model changes would not show as a shape mismatch (model.activation,
+    model.positions...), and optimizer state loads only into the kind that wrote it."""
     if not (Path(folder) / "config.yaml").exists():
-        return None
+        return
     try:
-        return OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml"))
+        saved = OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml"))
     except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
         raise UserError(f"{folder}/config.yaml cannot be read ({type(err).__name__}); "
                         f"use an earlier checkpoint") from None
-
-
-def check_same_model(folder: Path, model_cfg: DictConfig) -> None:
-    """Resuming continues one model: every model.* setting must be the checkpoint's. Some
-    changes would not show as a shape mismatch (model.activation, model.positions...)."""
-    saved = (saved_config(folder) or {}).get("model") or {}
-    now = OmegaConf.to_container(model_cfg, resolve=True)
+    saved_model, now = saved.get("model") or {}, OmegaConf.to_container(cfg.model, resolve=True)
 
     def then(key):  # a setting the checkpoint predates had its former default
-        return saved.get(key, FORMER_MODEL_DEFAULTS.get(key, "unset"))
+        return saved_model.get(key, FORMER_MODEL_DEFAULTS.get(key, "unset"))
 
     changed = [f"model.{key}: {then(key)} in the checkpoint, {now.get(key, 'unset')} now"
-               for key in sorted(set(saved) | set(now)) if then(key) != now.get(key, "unset")]
+               for key in sorted(set(saved_model) | set(now)) if then(key) != now.get(key, "unset")]
     if changed:
         raise UserError(f"{folder} was written by a different model configuration ({'; '.join(changed[:3])}); "
                         f"use the model.* settings it was trained with, or a new run_dir")
-
-
-def check_same_optimizer(folder: Path, optimizer: str) -> None:
-    """Optimizer state loads only into the kind of optimizer that wrote it."""
-    saved = saved_config(folder)
-    then = saved.get("optimizer", "adamw") if saved else optimizer  # runs before the key used AdamW
-    if then != optimizer:
-        raise UserError(f"{folder} was trained with optimizer={then}, not {optimizer}; resume with "
-                        f"optimizer={then}, or start a new run_dir")
+    optimizer = saved.get("optimizer", FORMER_OPTIMIZER)
+    if optimizer != cfg.optimizer:
+        raise UserError(f"{folder} was trained with optimizer={optimizer}, not {cfg.optimizer}; "
+                        f"resume with optimizer={optimizer}, or start a new run_dir")
 
 
 def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:

@@ -124,11 +124,11 @@ def train(cfg: DictConfig) -> dict:
         raise UserError(f"cannot build the model: {err}; check the model.* settings") from None
     optimizer = build_optimizer(model, cfg, runtime)
     peak_lrs = [group["lr"] for group in optimizer.param_groups]  # lr, or muon.lr; the schedule scales each
+    base_lr = cfg.lr
     batches = task.train_batches()
     step, best, skipped = 0, None, 0
     if start_from is not None:
-        checkpoint.check_same_model(start_from, cfg.model)
-        checkpoint.check_same_optimizer(start_from, cfg.optimizer)
+        checkpoint.check_resumable(start_from, cfg)
         checkpoint.load_weights(model, start_from)
         state = checkpoint.load_state(start_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -176,7 +176,7 @@ def train(cfg: DictConfig) -> dict:
             t0 = time.perf_counter()
             lr = lr_at(step, cfg)
             for group, peak in zip(optimizer.param_groups, peak_lrs, strict=True):
-                group["lr"] = peak * lr / cfg.lr
+                group["lr"] = peak * lr / base_lr
             loss_sum = torch.zeros((), device=runtime.device)
             for micro in range(cfg.grad_accum):
                 batch = runtime.to_device(next(batches))
