@@ -128,6 +128,17 @@ def image_set(n=40, channels=3, size=16) -> ImageSet:
 AUG = {"crop_padding": 2, "flip": True, "policy": "trivialaugment", "erase": 0.25}
 
 
+def test_flip_mirrors_a_random_half_of_the_batch_and_changes_nothing_else():
+    images = image_set(n=64).images
+    torch.manual_seed(0)
+    out = image_transform({"flip": True}, (16, 16))(images)
+    mirrored = [torch.equal(after, before.flip(-1)) for after, before in zip(out, images, strict=True)]
+    kept = [torch.equal(after, before) for after, before in zip(out, images, strict=True)]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))  # each image one or the other
+    assert 16 <= sum(mirrored) <= 48
+    assert image_transform({"flip": False}, (16, 16)) is None
+
+
 def test_batches_resume_exactly_mid_epoch_with_augmentation():
     data = image_set()
     transform = image_transform(AUG, (16, 16))

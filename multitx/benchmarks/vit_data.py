@@ -4,7 +4,7 @@ the device, then normalisation and Mixup/CutMix there.
 
     python -m multitx.benchmarks.vit_data                          # task=vit_cifar's pipeline, random pixels
     python -m multitx.benchmarks.vit_data --source real data_dir=datasets
-    python -m multitx.benchmarks.vit_data --workers 0 2 4 8 task=vit_fashion
+    python -m multitx.benchmarks.vit_data task=vit_fashion --workers 0 2 4 8
 
 --source random (default) feeds CIFAR-sized random uint8 images (50,000), so no
 dataset is needed: the cost of the path does not depend on what the pixels show.
@@ -54,8 +54,8 @@ def main(argv=None) -> None:
                                label_smoothing=aug.label_smoothing)
     transform = image_transform(aug, size)
     settings = args.workers if args.workers is not None else sorted({0, data_workers("auto", cuda)})
-    print(f"{cfg.task.name} data path: batch {cfg.batch_size}, {tuple(data.images.shape[1:])} uint8, per image "
-          f"{'none' if transform is None else ', '.join(type(t).__name__ for t in transform.transforms)}; "
+    print(f"{cfg.task.name} data path: batch {cfg.batch_size}, {tuple(data.images.shape[1:])} uint8, on the CPU "
+          f"{transform or 'no augmentation'}; "
           f"on {runtime.device} Mixup {aug.mixup}/CutMix {aug.cutmix}; {args.batches} batches")
     print(f"{'workers':>8s} {'images/s':>12s}")
     for workers in settings:

@@ -59,9 +59,11 @@ def main(argv=None) -> None:
     final, best = rows[-1], max(rows, key=lambda r: r["val_acc"])
     images = cfg.steps * cfg.batch_size * cfg.grad_accum
     tested = "all test images" if cfg.eval_images <= 0 else f"the first {cfg.eval_images} test images"
+    over = f" (OVER budget by {wall - args.budget:.0f} s: the machine ran slower than calibrated)" \
+        if wall > args.budget else ""
     print(f"\nvit_fashion --recipe {args.recipe}: test accuracy {final['val_acc']:.2%} (final model, {tested}), "
           f"best {best['val_acc']:.2%} at step {best['step']}; "
-          f"{cfg.steps} steps, {images / 60000:.1f} epochs, {wall:.0f} s wall of a {args.budget:.0f} s budget, "
+          f"{cfg.steps} steps, {images / 60000:.1f} epochs, {wall:.0f} s wall of a {args.budget:.0f} s budget{over}, "
           f"{final['images_per_s']:,.0f} images/s; {date.today()}; run folder {run_dir}")
 
 

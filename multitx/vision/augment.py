@@ -1,9 +1,10 @@
 """Augmentation in two places, each where it is cheapest.
 
 Per image, on the CPU (in DataLoader workers when data.workers > 0), on uint8 tensors:
-    torchvision's RandomCrop(padding), RandomHorizontalFlip, one policy (AutoAugment,
-    RandAugment or TrivialAugmentWide) and RandomErasing. These draw their own
-    parameters per image, so they run image by image.
+    torchvision's RandomCrop(padding), one policy (AutoAugment, RandAugment or
+    TrivialAugmentWide) and RandomErasing. These draw their own parameters per image,
+    so they run image by image. Horizontal flips need only a coin per image, so the
+    whole batch is flipped at once (one `torch.where`, not 128 calls).
 
 Per batch, on the device, after the uint8 batch has crossed the bus:
     uint8 -> float, normalise, then timm's Mixup/CutMix with label smoothing
@@ -19,13 +20,11 @@ from multitx.errors import UserError
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 
-def image_transform(aug, image_size: tuple[int, int]) -> v2.Compose | None:
-    """The per-image pipeline for uint8 (C, H, W) tensors from an `augment` config, or None for none."""
+def image_transform(aug, image_size: tuple[int, int]) -> "BatchTransform | None":
+    """The CPU-side augmentation of uint8 batches from an `augment` config, or None for none."""
     ops = []
     if aug.get("crop_padding", 0):
         ops.append(v2.RandomCrop(list(image_size), padding=int(aug["crop_padding"])))
-    if aug.get("flip", False):
-        ops.append(v2.RandomHorizontalFlip())
     policy = aug.get("policy", "none") or "none"
     if policy == "autoaugment":
         ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
@@ -37,7 +36,31 @@ def image_transform(aug, image_size: tuple[int, int]) -> v2.Compose | None:
         raise UserError(f"augment.policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     if aug.get("erase", 0):
         ops.append(v2.RandomErasing(p=float(aug["erase"]), value=0))
-    return v2.Compose(ops) if ops else None
+    flip = bool(aug.get("flip", False))
+    return BatchTransform(ops, flip=flip) if ops or flip else None
+
+
+class BatchTransform:
+    """uint8 images (B, C, H, W) -> the same, augmented: the per-image ops image by image, then a
+    horizontal flip of a random half of the batch. Flipping last rather than first changes no
+    distribution: crops, the policies' shears and translations, and erasing are all mirror-symmetric.
+    Draws from the global torch RNG (the caller seeds it)."""
+
+    def __init__(self, per_image: list, *, flip: bool):
+        self.per_image = v2.Compose(per_image) if per_image else None
+        self.flip = flip
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.per_image is not None:
+            images = torch.stack([self.per_image(image) for image in images])
+        if self.flip:
+            flipped = torch.rand(len(images)) < 0.5  # (B,) one coin per image
+            images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+        return images
+
+    def __repr__(self) -> str:
+        names = [type(op).__name__ for op in (self.per_image.transforms if self.per_image else [])]
+        return ", ".join(names + (["horizontal flip (per batch)"] if self.flip else [])) or "none"
 
 
 class DeviceAugment:

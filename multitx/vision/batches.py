@@ -28,7 +28,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 class BatchMaker(Dataset):
     """Makes one batch from a job (indices (B,), seed): gathers the uint8 images, then runs the
-    per-image transform with the torch RNG seeded by `seed` (the caller's RNG is left as it was)."""
+    batch transform with the torch RNG seeded by `seed` (the caller's RNG is left as it was)."""
 
     def __init__(self, data: ImageSet, transform: Callable | None):
         self.images, self.labels, self.transform = data.images, data.labels, transform
@@ -42,7 +42,7 @@ class BatchMaker(Dataset):
             try:
                 with torch.random.fork_rng(devices=[]):
                     torch.default_generator.manual_seed(seed)  # the CPU generator only, not CUDA's
-                    images = torch.stack([self.transform(image) for image in images])
+                    images = self.transform(images)  # (B, C, H, W) uint8
             finally:
                 torch.set_num_threads(threads)
         return images, self.labels[indices]
