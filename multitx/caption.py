@@ -1,8 +1,10 @@
 """python -m multitx.caption run_dir=DIR image=PICTURE [beam=3] [length_penalty=0.6]
-       [checkpoint=best|latest|PATH] [device=auto]
+       [checkpoint=best|latest|PATH] [device=auto] [trust_code=false]
 
 Prints a caption for any image file (PNG, JPEG, ...), resized to the input
-size of the caption model trained in DIR. beam=1 is greedy decoding.
+size of the caption model trained in DIR. beam=1 is greedy decoding. A run whose
+config names code to import (a tokenizer module or class of the user's) is
+refused unless trust_code=true (multitx/engine/trust.py).
 """
 
 from pathlib import Path
@@ -15,18 +17,19 @@ from multitx.captioning.decoding import caption_images
 from multitx.captioning.model import Captioner, captioner_config
 from multitx.captioning.tokenizer import WordTokenizer
 from multitx.cli import parse_args, run_cli
+from multitx.config.schema import CAPTION_COMMAND
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
 from multitx.errors import UserError
 
 DEFAULTS = {"run_dir": None, "image": None, "beam": 3, "length_penalty": 0.6, "checkpoint": "best",
-            "device": "auto", "debug": False}
+            "device": "auto", "trust_code": False, "debug": False}
 
 
-def load_captioner(run_dir: Path, which: str = "best", device="cpu"):
+def load_captioner(run_dir: Path, which: str = "best", device="cpu", *, trust_code: bool = False):
     """The model, tokenizer and checkpoint path of a finished or running caption run."""
     run_dir = Path(run_dir)
-    cfg = checkpoint.run_config(run_dir, "caption", "multitx.caption")
+    cfg = checkpoint.run_config(run_dir, "caption", "multitx.caption", trust_code=trust_code)
     tokenizer = WordTokenizer.load(run_dir / "vocab.json")
     model = Captioner(captioner_config(cfg.model, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.unk_id))
     found = checkpoint.resolve(run_dir, which)
@@ -44,13 +47,12 @@ def caption_file(model: Captioner, tokenizer: WordTokenizer, path: Path, *, beam
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS)
+    args = parse_args(argv, DEFAULTS, CAPTION_COMMAND)
     if not args["image"]:
         raise UserError("say which picture to caption: image=PATH (a PNG, JPEG or other image file)")
-    if int(args["beam"]) < 1:
-        raise UserError(f"beam must be at least 1, got {args['beam']}")
     runtime = setup_runtime(args["device"], "fp32")
-    model, tokenizer, _ = load_captioner(Path(str(args["run_dir"])), str(args["checkpoint"]), runtime.device)
+    model, tokenizer, _ = load_captioner(Path(str(args["run_dir"])), str(args["checkpoint"]), runtime.device,
+                                         trust_code=args["trust_code"])
     with torch.no_grad():
         print(caption_file(model, tokenizer, Path(str(args["image"])), beam=int(args["beam"]),
                            length_penalty=float(args["length_penalty"])))

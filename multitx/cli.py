@@ -2,6 +2,7 @@
 composing the Hydra config from key=value arguments, and turning the user's
 mistakes into one clear line instead of a traceback."""
 
+import functools
 import re
 import sys
 from datetime import datetime
@@ -26,16 +27,26 @@ def load_config(overrides: list[str]) -> DictConfig:
         if "=" not in arg:
             raise UserError(f"arguments are key=value pairs, got {arg!r}; e.g. task=charlm steps=100")
     try:
-        with initialize_config_module(config_module="multitx.config", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-            group_args = [a for a in overrides if a.split("=", 1)[0].lstrip("+~") in GROUPS]
-            defaults = compose(config_name="config", overrides=group_args)
+        cfg = composed(tuple(overrides))
+        defaults = defaults_for(tuple(a for a in overrides if a.split("=", 1)[0].lstrip("+~") in GROUPS))
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(explain_hydra_error(err)) from None
     check_types(cfg, defaults, overrides)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(resolved, True)
     return resolved
+
+
+def composed(overrides: tuple[str, ...]) -> DictConfig:
+    """Hydra's composition of config.yaml, the task and data files, and the overrides."""
+    with initialize_config_module(config_module="multitx.config", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@functools.lru_cache(maxsize=16)
+def defaults_for(group_args: tuple[str, ...]) -> DictConfig:
+    """The defaults of a task and dataset choice (read only: for the type of each given value)."""
+    return composed(group_args)
 
 
 def explain_hydra_error(err: Exception) -> str:
@@ -85,14 +96,22 @@ def run_cli(main, argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
 
 
-def parse_args(argv: list[str], defaults: dict) -> dict:
-    """key=value arguments over `defaults`; an unknown key is an error."""
-    args = dict(defaults)
+def parse_args(argv: list[str], defaults: dict, rules: dict | None = None) -> dict:
+    """key=value arguments over `defaults`; an unknown key is an error. `rules` (key -> a
+    multitx.config.schema rule) check the values the user gave, before anything is loaded."""
+    args, given = dict(defaults), set()
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in defaults:
             raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")
-        args[key] = value if isinstance(defaults[key], str) else OmegaConf.from_dotlist([f"v={value}"]).v
+        try:
+            args[key] = value if isinstance(defaults[key], str) else OmegaConf.from_dotlist([f"v={value}"]).v
+        except OmegaConfBaseException:
+            raise UserError(f"cannot parse the argument {arg!r}; write key=value (quote values with spaces)") from None
+        given.add(key)
     if "run_dir" in defaults and defaults["run_dir"] is None and not args["run_dir"]:  # a tool that needs a run
         raise UserError("say which run to use: run_dir=DIR (the folder python -m multitx.train wrote)")
+    for key, rule in (rules or {}).items():
+        if key in given:
+            rule.check(key, args[key])
     return args

@@ -29,15 +29,21 @@ class NaNAtStep(CharLMTask):
 class KilledAtStep:
     """Mixed into a task: the process SIGKILLs itself in the middle of training step
     `cfg.kill_at` (counted from this process's start; 0: never), a kill at a known
-    point with nothing saved on the way out."""
+    point with nothing saved on the way out. Under torchrun, `cfg.kill_rank` (if set)
+    names the one process that dies."""
 
     def loss(self, model, batch) -> torch.Tensor:
         loss = super().loss(model, batch)
         if model.training:
             self.training_calls = getattr(self, "training_calls", 0) + 1
-            if self.training_calls == self.cfg.kill_at:
+            if self.training_calls == self.cfg.kill_at and self.runtime.rank == self.cfg.get("kill_rank",
+                                                                                              self.runtime.rank):
                 os.kill(os.getpid(), signal.SIGKILL)
         return loss
+
+
+class KilledCharLM(KilledAtStep, CharLMTask):
+    pass
 
 
 class KilledViT(KilledAtStep, ViTTask):

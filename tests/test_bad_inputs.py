@@ -2,6 +2,7 @@
 exit, no traceback, and the last good checkpoint untouched."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def good_run(tmp_path_factory):
         config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
                                   if not line.strip().startswith("activation:")))
 
-    def malicious(folder: Path):
+    def malicious(folder: Path):  # written by someone who also rewrote the manifest to match
         torch.save({"step": 1, "x": RunsCode(tmp / "pwned")}, folder / "state.pt")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["sha256"]["state.pt"] = hashlib.sha256((folder / "state.pt").read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
 
     files = {
         "corpus": corpus,
@@ -77,9 +81,9 @@ CASES = [
     (["batch_size=-4"], "batch_size must be at least 1"),
     (["eval_every=0"], "eval_every must be at least 1"),
     (["lr=-0.1"], "lr must be positive"),
-    (["device=tpu"], "device must be auto, cpu or cuda"),
-    (["precision=fp8"], "precision must be auto, fp32 or bf16"),
-    (["nonfinite=ignore"], "nonfinite must be stop or skip"),
+    (["device=tpu"], "device must be one of auto, cpu, cuda, got 'tpu'"),
+    (["precision=fp8"], "precision must be one of auto, fp32, bf16, got 'fp8'"),
+    (["nonfinite=ignore"], "nonfinite must be one of stop, skip, got 'ignore'"),
     (["optimizer=sgd"], "optimizer must be one of adamw, muon, got 'sgd'"),
     (["muon.lr=0"], "muon.lr must be positive"),
     (["data.path={empty}"], "is empty; a corpus needs text"),
@@ -87,9 +91,9 @@ CASES = [
     (["data.path={missing}"], "does not exist; give an existing UTF-8 file"),
     (["data.path=null"], "data=textfile needs a file"),
     (["data.path={tiny}"], "fewer than context"),
-    (["model.heads=3"], "cannot build the model: model width 32 is not divisible by 3 heads"),
-    (["model.positions=absolute"], "cannot build the model: positions must be one of"),
-    (["model.activation=swish"], "cannot build the model: activation must be one of"),
+    (["model.heads=3"], "model.dim=32 is not divisible by model.heads=3"),
+    (["model.positions=absolute"], "model.positions must be one of learned, sinusoidal, rotary"),
+    (["model.activation=swish"], "model.activation must be one of gelu, relu2"),
     (["resume={missing}"], "no such checkpoint folder"),
     (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
     (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),
@@ -159,8 +163,8 @@ IMAGE_CASES = [
     (["model.image_size=18"], "image size 18x18 is not divisible by patch size 4x4"),
     (["model.patch_size=5", "model.image_size=[16,20]"], "image size 16x20 is not divisible by patch size 5x5"),
     (["data.root={corrupt}"], "cannot read image {corrupt}/train/square/1.png"),
-    (["data.root={missing}"], "is not a folder; data=imagefolder wants DIR/train/CLASS/*.png"),
-    (["data.root={empty}"], "is not a folder; data=imagefolder wants DIR/train/CLASS/*.png"),
+    (["data.root={missing}"], "data=imagefolder wants DIR/train/CLASS/*.png"),
+    (["data.root={empty}"], "data=imagefolder wants DIR/train/CLASS/*.png"),
     (["data.root=null"], "data=imagefolder needs a folder: add data.root=DIR"),
     (["data=cifar10", "data.root={empty}", "data.download=false"], "CIFAR-10 is not in {empty}; put"),
     (["task=vit_fashion", "data=fashion_mnist", "data.root={empty}"], "does not hold Fashion-MNIST's four files"),

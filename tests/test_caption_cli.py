@@ -67,7 +67,7 @@ def test_caption_cli_greedy_is_the_evaluation_caption(trained_run, picture, caps
 @pytest.mark.parametrize("args, message", [
     (["image=missing.png"], "missing.png does not exist"),
     ([], "image=PATH"),
-    (["image=x.png", "beam=0"], "beam must be at least 1"),
+    (["beam=0"], "beam must be at least 1"),
 ])
 def test_caption_cli_errors_are_one_line(trained_run, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:

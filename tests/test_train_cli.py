@@ -40,7 +40,7 @@ def test_training_leaves_checkpoints_and_metrics(trained_run):
     assert (run_dir / "vocab.json").exists() and (run_dir / "config.yaml").exists()
     ckpt = latest(run_dir)
     assert ckpt.name == "step_0000030"
-    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.yaml"}
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "state.pt", "config.yaml", "manifest.json"}
     assert load_state(ckpt)["step"] == 30  # loads with weights_only=True
 
 
@@ -76,7 +76,7 @@ def test_unknown_config_key_is_one_clear_line(tmp_path):
     (["compile=maybe"], "error: compile must be true or false, got 'maybe'"),
     (["task=charlmm"], "error: unknown task 'charlmm'; choose one of: "),
     (["steps=0"], "error: steps must be at least 1, got 0"),
-    (["device=tpu"], "error: device must be auto, cpu or cuda, got 'tpu'"),
+    (["device=tpu"], "error: device must be one of auto, cpu, cuda, got 'tpu'"),
     (["data=textfile"], "error: data=textfile needs a file: add data.path=FILE"),
 ])
 def test_bad_training_arguments_are_one_clear_line(argv, message, tmp_path, capsys):

@@ -5,13 +5,18 @@ Layout: RUN_DIR/checkpoints/step_0001000/
     state.pt            optimizer, step, RNG states, data position, best metric;
                         tensors and plain types only, read with torch.load(weights_only=True)
     config.yaml         the run's full config, plain YAML
+    manifest.json       the sha256 of model.safetensors and state.pt, taken as they were written
 
-Each checkpoint is written into `step_N.tmp/`, every file flushed to disk, and the
+Loading checks each file against the manifest first, so a file altered or cut
+short after the write is named instead of half-loaded; resume=auto then falls
+back to the newest intact checkpoint. (Checkpoints written before manifests
+existed load without this check.) Each checkpoint is written into `step_N.tmp/`, every file flushed to disk, and the
 folder renamed to `step_N/` in one atomic step. A crash or kill mid-save leaves a
 `.tmp` folder, never a damaged `step_N/`, so the last good checkpoint survives.
 The newest `keep` checkpoints are kept, plus the best one (named in best.txt).
 """
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -21,11 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from multitx.engine.trust import refuse_code
 from multitx.errors import UserError
-from multitx.files import atomic_write_bytes, fsync_path
+from multitx.files import atomic_write_bytes, fsync_path, sha256_file
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 FILES = ("model.safetensors", "state.pt", "config.yaml")
+MANIFEST = "manifest.json"
+HASHED = ("model.safetensors", "state.pt")  # config.yaml is plain text, read with care, and may be edited
 
 
 def step_dirs(checkpoints: Path) -> list[Path]:
@@ -77,7 +85,9 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_y
         with open(tmp / "state.pt", "wb") as f:
             torch.save(state, f)
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        for name in FILES:
+        manifest = {"sha256": {name: sha256_file(tmp / name) for name in HASHED}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        for name in (*FILES, MANIFEST):
             fsync_path(tmp / name)
         if final.exists():  # same step saved again (e.g. final save right after an eval save)
             shutil.rmtree(final)
@@ -103,9 +113,49 @@ def prune(checkpoints: Path, keep: int) -> None:
             shutil.rmtree(old)
 
 
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that is not what was written; `what` says which, without the advice."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}; use an earlier checkpoint")
+        self.what = what
+
+
+def verify(folder: Path, names=HASHED) -> None:
+    """Each of `names` in a checkpoint folder has the sha256 its manifest recorded; one line naming the file if not."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return  # written before manifests existed
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+    except (ValueError, KeyError, TypeError, OSError):
+        raise DamagedCheckpoint(f"{folder / MANIFEST} is damaged") from None
+    for name in names:
+        file = folder / name
+        if not file.is_file():
+            raise DamagedCheckpoint(f"{file} is missing")
+        if name in recorded and sha256_file(file) != recorded[name]:
+            raise DamagedCheckpoint(f"{file} is truncated or corrupt: it is not the file that was written there "
+                                    f"(its sha256 differs from {MANIFEST})")
+
+
+def latest_intact(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose files match their manifest, and what is wrong with each newer one."""
+    damaged = []
+    for folder in reversed(step_dirs(Path(run_dir) / "checkpoints")):
+        try:
+            verify(folder)
+        except DamagedCheckpoint as err:
+            damaged.append(err.what)
+            continue
+        return folder, damaged
+    return None, damaged
+
+
 def load_state(path: Path) -> dict:
     """Training state, loaded without unpickling anything but tensors and plain types."""
     file = Path(path) / "state.pt"
+    verify(path, ("state.pt",))
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -122,6 +172,8 @@ def load_state(path: Path) -> dict:
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load model.safetensors into `model`, strictly: every tensor present, every shape equal."""
     file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+    if file.name == "model.safetensors":
+        verify(file.parent, ("model.safetensors",))
     try:
         missing, unexpected = load_model(model, str(file), strict=False)
     except FileNotFoundError:
@@ -180,11 +232,20 @@ def check_resumable(folder: Path, cfg: DictConfig) -> None:
                         f"resume with optimizer={optimizer}, or start a new run_dir")
 
 
-def run_config(run_dir: Path, task: str, tool: str) -> DictConfig:
-    """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise."""
-    if not (Path(run_dir) / "config.yaml").exists():
-        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml)")
-    cfg = read_config(run_dir)
+def run_config(run_dir: Path, task: str, tool: str, *, trust_code: bool = False) -> DictConfig:
+    """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise.
+    A config that names code to import (a module, a class) is refused unless trust_code (see trust.py)."""
+    if not Path(run_dir).is_dir() or not (Path(run_dir) / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a multitx run folder (no config.yaml); give run_dir=DIR, the folder "
+                        f"python -m multitx.train wrote")
+    try:
+        cfg = read_config(run_dir)
+    except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
+        raise UserError(f"{run_dir}/config.yaml cannot be read ({type(err).__name__}); is it a multitx run "
+                        f"folder?") from None
+    refuse_code(cfg, Path(run_dir) / "config.yaml", trust_code)
+    if not isinstance(cfg.get("task"), DictConfig) or not isinstance(cfg.get("model"), DictConfig):
+        raise UserError(f"{run_dir}/config.yaml has no task or model section; is it a multitx run folder?")
     if cfg.task.name != task:
         raise UserError(f"{run_dir} is a {cfg.task.name} run; {tool} needs a task={task} run")
     return cfg

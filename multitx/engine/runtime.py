@@ -4,6 +4,7 @@ import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -48,10 +49,11 @@ class Runtime:
         return f"{self.device.type} ({precision}{procs})"
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+def setup_runtime(device: str = "auto", precision: str = "auto", timeout_s: float = 300) -> Runtime:
     """device auto: CUDA if present, else CPU. precision auto: bf16 autocast on
     GPUs that support it, else fp32 (bf16 on the CPU is hundreds of times slower).
-    Under torchrun (RANK and WORLD_SIZE set) also joins the process group."""
+    Under torchrun (RANK and WORLD_SIZE set) also joins the process group, whose
+    collectives give up after timeout_s seconds without their peers."""
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device must be auto, cpu or cuda, got {device!r}")
     if precision not in ("auto", "fp32", "bf16"):
@@ -69,7 +71,7 @@ def setup_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     if precision == "auto":
         bf16 = use_cuda and torch.cuda.is_bf16_supported()
     else:

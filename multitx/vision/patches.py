@@ -21,15 +21,14 @@ Three ways to use one, none of which edits multitx:
 """
 
 import importlib
-import logging
 from collections.abc import Mapping, Sequence
 
 import torch
 from einops import rearrange
-from hydra.utils import get_class
 from torch import nn
 
 from multitx.errors import UserError
+from multitx.imports import named_class
 
 TOKENIZERS: dict[str, type["PatchTokenizer"]] = {}
 
@@ -159,29 +158,19 @@ def tokenizer_class(name: str | None = None, target: str | None = None, module=N
     for mod in [module] if isinstance(module, str) else list(module or []):
         try:
             importlib.import_module(mod)
-        except ImportError as err:
-            raise UserError(f"model.tokenizer.module={mod}: cannot import it ({err}); check the name, "
+        except Exception as err:  # noqa: BLE001 - whatever the module raises while it is imported
+            raise UserError(f"model.tokenizer.module={mod}: cannot import it ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]}); check the name, "
                             f"and that its folder is on PYTHONPATH or installed") from None
     if target:
-        hydra_log = logging.getLogger("hydra.utils")
-        quiet, hydra_log.disabled = hydra_log.disabled, True  # it logs the error too; one line is enough
-        try:
-            cls = get_class(target)
-        except Exception as err:  # noqa: BLE001 - hydra wraps import errors in several types
-            reason = " ".join(str(err).split())[:240] or type(err).__name__
-            raise UserError(f"model.tokenizer._target_={target}: cannot import it ({reason}); give a "
-                            f"PatchTokenizer subclass as package.module.Class, importable from here "
-                            f"(installed, or its folder on PYTHONPATH)") from None
-        finally:
-            hydra_log.disabled = quiet
-        where = f"model.tokenizer._target_={target}"
+        cls = named_class(target, "model.tokenizer._target_", PatchTokenizer, "multitx.vision.PatchTokenizer")
     else:
         if name not in TOKENIZERS:
             raise UserError(f"unknown tokenizer {name!r}; registered: {', '.join(sorted(TOKENIZERS))}. "
                             f"A tokenizer registered in your own module also needs model.tokenizer.module=YOUR_MODULE")
-        cls, where = TOKENIZERS[name], f"model.tokenizer.name={name}"
-    if not (isinstance(cls, type) and issubclass(cls, PatchTokenizer)):
-        raise UserError(f"{where} is not a subclass of multitx.vision.PatchTokenizer")
+        cls = TOKENIZERS[name]
+        if not (isinstance(cls, type) and issubclass(cls, PatchTokenizer)):
+            raise UserError(f"model.tokenizer.name={name} is not a subclass of multitx.vision.PatchTokenizer")
     return cls
 
 
