@@ -9,7 +9,7 @@ from multitx.errors import UserError
 from multitx.heads import ClassifierHead, LMHead
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
 from multitx.models.vit import ViT, build_vit
-from multitx.nn import Attention, Block, KVCache, Trunk
+from multitx.nn import Attention, Block, KVCache, Trace, Trunk, trace
 from multitx.tasks.base import Task
 from multitx.text.embedder import TextEmbedder
 from multitx.text.tokenizer import CharTokenizer
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Attention", "Block", "Captioner", "CaptionerConfig", "CharTokenizer", "ClassifierHead", "ConvPatches",
     "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches", "Muon",
-    "PatchTokenizer", "Task", "TextEmbedder", "Trunk", "UserError", "ViT", "build_vit", "register_tokenizer",
-    "vit_from_timm",
+    "PatchTokenizer", "Task", "TextEmbedder", "Trace", "Trunk", "UserError", "ViT", "build_vit", "register_tokenizer",
+    "trace", "vit_from_timm",
 ]

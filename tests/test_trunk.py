@@ -6,6 +6,7 @@ import torch
 
 from multitx import LanguageModel, LanguageModelConfig, Trunk
 from multitx.nn.attention import Attention
+from multitx.nn.trace import trace
 
 
 def tiny_lm(positions: str = "learned", context: int = 16, **kw) -> LanguageModel:
@@ -68,15 +69,14 @@ def test_padding_mask_hides_padded_keys():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_captured_attention_weights_come_from_the_same_maths_as_the_fused_path(causal):
+def test_traced_attention_weights_come_from_the_same_maths_as_the_fused_path(causal):
     trunk = Trunk(dim=32, layers=2, heads=4, causal=causal).eval()
     x = torch.randn(2, 7, 32)
     fused = trunk(x)
-    for attn in trunk.attention_modules():
-        attn.capture_weights = True
-    explicit = trunk(x)
-    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-4)
-    weights = trunk.blocks[0].attn.weights  # (B, H, T, T)
+    with trace(trunk) as recorded:
+        traced = trunk(x)
+    torch.testing.assert_close(traced, fused, atol=1e-5, rtol=1e-4)
+    weights = recorded.attention[0].weights  # (B, H, T, T)
     assert weights.shape == (2, 4, 7, 7)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 7))
     if causal:

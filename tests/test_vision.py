@@ -13,6 +13,7 @@ from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.heads import ClassifierHead
 from multitx.models.vit import ViT, build_vit
+from multitx.nn.trace import trace
 from multitx.nn.trunk import ReLUSquared
 from multitx.tasks.vit import ViTTask
 from multitx.vision.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
@@ -115,10 +116,9 @@ def test_vit_cls_shortcut_equals_full_trunk():
     images = torch.randn(3, 3, 16, 16)
     full = model.head(model.trunk(model.tokenizer(images)))
     assert torch.allclose(model(images), full, atol=1e-5)
-    for attn in model.trunk.attention_modules():
-        attn.capture_weights = True
-    assert torch.allclose(model(images), full, atol=1e-5)  # the plain path, every map whole
-    assert model.trunk.attention_modules()[-1].weights.shape == (3, 3, 17, 17)
+    with trace(model) as recorded:
+        assert torch.allclose(model(images), full, atol=1e-5)  # traced, the same code runs
+    assert [r.weights.shape for r in recorded.attention] == [(3, 3, 17, 17)] * 2 + [(3, 3, 1, 17)]  # CLS asks last
 
 
 def test_vit_gradients_reach_every_parameter_and_no_weight_decay():

@@ -320,6 +320,7 @@ SHARED = {
     "seed": Whole(min=0), "run_dir": Folder(must_exist=False), "resume": Resume(null=True),
     "eval_every": Whole(min=1), "eval_batches": Whole(min=1), "keep_checkpoints": Whole(min=1),
     "nonfinite": Choice(options=("stop", "skip")), "max_skipped_steps": Whole(min=0), "progress": Flag(),
+    "plots": Flag(),
     "data_dir": Folder(must_exist=False), "debug": Flag(), "task.name": Text(), "task._target_": Text(),
     "data.name": Text(),
 }

@@ -232,7 +232,7 @@ def check_resumable(folder: Path, cfg: DictConfig) -> None:
                         f"resume with optimizer={optimizer}, or start a new run_dir")
 
 
-def run_config(run_dir: Path, task: str, tool: str, *, trust_code: bool = False) -> DictConfig:
+def run_config(run_dir: Path, task: str | None, tool: str, *, trust_code: bool = False) -> DictConfig:
     """RUN_DIR/config.yaml of a run of `task`, for `tool` (the command reading it); one clear line otherwise.
     A config that names code to import (a module, a class) is refused unless trust_code (see trust.py)."""
     if not Path(run_dir).is_dir() or not (Path(run_dir) / "config.yaml").is_file():
@@ -246,6 +246,6 @@ def run_config(run_dir: Path, task: str, tool: str, *, trust_code: bool = False)
     refuse_code(cfg, Path(run_dir) / "config.yaml", trust_code)
     if not isinstance(cfg.get("task"), DictConfig) or not isinstance(cfg.get("model"), DictConfig):
         raise UserError(f"{run_dir}/config.yaml has no task or model section; is it a multitx run folder?")
-    if cfg.task.name != task:
+    if task is not None and cfg.task.name != task:
         raise UserError(f"{run_dir} is a {cfg.task.name} run; {tool} needs a task={task} run")
     return cfg

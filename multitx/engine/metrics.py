@@ -1,5 +1,6 @@
 """Where a run's numbers go: RUN_DIR/metrics.jsonl (one JSON line per evaluation),
-RUN_DIR/steps.jsonl (one line per optimizer step) and TensorBoard events."""
+RUN_DIR/steps.jsonl (one line per optimizer step) and TensorBoard events (scalars, and the
+pictures multitx.engine.plots draws at each evaluation)."""
 
 import json
 import math
@@ -34,6 +35,12 @@ class MetricsLog:
             if isinstance(value, (int, float)):
                 self.board.add_scalar(name.replace("val_", "val/").replace("train_", "train/"), value, step)
         self.flush()
+
+    def image(self, tag: str, rgb, step: int) -> None:
+        """A picture, (H, W, 3) uint8 RGB, under `tag` at `step` (TensorBoard's Images tab)."""
+        if self.enabled:
+            self.board.add_image(tag, rgb, step, dataformats="HWC")
+            self.board.flush()
 
     def flush(self) -> None:
         if self.enabled:

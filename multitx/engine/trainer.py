@@ -236,6 +236,12 @@ def train_locked(cfg: DictConfig, runtime: Runtime) -> dict:
                     if is_best:
                         best = watched
                     log.evaluation(step, metrics)
+                    if runtime.is_main and cfg.get("plots", True):
+                        from multitx.engine import plots  # matplotlib is imported only by runs that draw
+
+                        # RUN_DIR/plots/*.png and TensorBoard images; a failure is one warning, never the run's end
+                        plots.at_evaluation(run_dir, task, model, metrics, step, log,
+                                            debug=bool(cfg.get("debug", False)), say=tqdm.write)
                     if runtime.is_main:
                         shown = task.show(model)
                         tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()

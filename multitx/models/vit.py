@@ -20,9 +20,9 @@ from multitx.vision.patches import PatchTokenizer, build_tokenizer
 class ViT(nn.Module):
     """images (B, C, H, W) -> class logits (B, classes).
 
-    With `pool="cls"` only the CLS token's output is read, so the last block
+    With `pool="cls"` only the CLS token's output is read, so the trunk's last block
     computes attention, projection and MLP for that one token alone (keys and
-    values still come from every token; Block's `queries=1`). The logits are exactly
+    values still come from every token; Trunk's `queries=1`). The logits are exactly
     those of the full computation; it skips work that would be thrown away.
     """
 
@@ -39,17 +39,8 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(images)  # (B, N, D)
-        if self.head.pool != "cls" or self.capturing():
-            return self.head(self.trunk(tokens), self.tokenizer.num_prefix_tokens)  # (B, classes)
-        *early, last = self.trunk.blocks
-        for block in early:
-            tokens = block(tokens)  # (B, N, D)
-        cls = last(tokens, queries=1)  # (B, 1, D): the one token the head reads
-        return self.head(self.trunk.norm_out(cls))  # (B, classes)
-
-    def capturing(self) -> bool:
-        """Attention maps asked for: run the plain path so that every map is whole."""
-        return any(block.attn.capture_weights for block in self.trunk.blocks)  # no cross-attention here
+        queries = 1 if self.head.pool == "cls" else None  # only CLS is read: the last block computes it alone
+        return self.head(self.trunk(tokens, queries=queries), self.tokenizer.num_prefix_tokens)  # (B, classes)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names the optimizer leaves undecayed: the CLS token and learned positions."""
@@ -80,3 +71,11 @@ def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int
     trunk = Trunk(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=True,
                   drop_path=drop_path, norm_eps=1e-6, activation=activation)
     return ViT(tok, trunk, ClassifierHead(dim, classes, pool=pool, dropout=dropout))
+
+
+def vit_from_settings(model: Mapping, *, image_size, in_channels: int, classes: int) -> ViT:
+    """The ViT that a run's `model:` settings describe (as plain values), for its data's channels and classes."""
+    keys = ("patch_size", "dim", "layers", "heads", "mlp_ratio", "dropout", "drop_path", "pool", "tokenizer",
+            "activation")
+    return build_vit(image_size=image_size, in_channels=in_channels, classes=classes,
+                     **{key: model[key] for key in keys if key in model})

@@ -20,12 +20,36 @@ from multitx.nn.kv_cache import LayerCache
 from multitx.nn.positions import Rotary
 
 
+class ScaledDotProduct(nn.Module):
+    """softmax(QKᵀ/√Dh)·V for every head at once, through fused `scaled_dot_product_attention`
+    (flash attention on GPUs). A module of its own so that a recorder (multitx.trace) can
+    hook it and see Q, K, V and the mask without changing this path."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None = None,
+                causal: bool = False, dropout: float = 0.0) -> torch.Tensor:
+        """q (B, H, T, Dh), k and v (B, H, S, Dh), allowed (B|1, 1, T, S) bool or None -> (B, H, T, Dh)."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout,
+                                              is_causal=causal and allowed is None)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None,
+                      causal: bool = False) -> torch.Tensor:
+    """The weights SDPA mixes the values with, spelled out: softmax(QKᵀ/√Dh) over the keys each
+    query may see (B, H, T, S); 0 where the causal or padding mask forbids a key."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S): each query meets each key
+    if allowed is None and causal:
+        allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()  # (T, S)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
 class Attention(nn.Module):
     """Self-attention (keys from the same tokens) or cross-attention (keys from `memory`).
 
-    The default path is fused `scaled_dot_product_attention` (flash attention on
-    GPUs). Set `capture_weights = True` to take the explicit softmax(QKᵀ/√Dh)·V
-    path instead and keep the attention map in `.weights` (B, H, T, S).
+    The maths of the heads is `self.attend` (ScaledDotProduct); to look at it, trace
+    the model (`with multitx.trace(model) as trace: ...`), which records Q, K, V, the
+    weights and the outputs through hooks.
     """
 
     def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = False, cross: bool = False):
@@ -41,8 +65,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = dropout
         self.proj_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.capture_weights = False
-        self.weights: torch.Tensor | None = None
+        self.attend = ScaledDotProduct()
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return rearrange(x, "b t (h d) -> b h t d", h=self.heads)  # (B, T, D) -> (B, H, T, Dh)
@@ -89,12 +112,7 @@ class Attention(nn.Module):
             q = q[:, :, :queries]  # (B, H, queries, Dh); all T when queries is None
 
         allowed = self.allowed(q.shape[2], k.shape[2], start, causal, key_mask, q.device)
-        dropout = self.dropout if self.training else 0.0
-        if self.capture_weights:
-            out = self.explicit(q, k, v, allowed, dropout, causal)
-        else:
-            plain_causal = causal and allowed is None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=plain_causal)
+        out = self.attend(q, k, v, allowed, causal, self.dropout if self.training else 0.0)  # (B, H, T, Dh)
         out = rearrange(out, "b h t d -> b t (h d)")  # heads side by side again: (B, T, D)
         return self.proj_dropout(self.proj(out))
 
@@ -111,14 +129,3 @@ class Attention(nn.Module):
             keys = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
             mask = keys if mask is None else mask & keys
         return mask
-
-    def explicit(self, q, k, v, allowed, dropout: float, causal: bool) -> torch.Tensor:
-        """softmax(QKᵀ/√Dh)·V spelled out, keeping the weights for inspection."""
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, H, T, S)
-        if allowed is None and causal:
-            allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        weights = scores.softmax(dim=-1)
-        self.weights = weights.detach()
-        return F.dropout(weights, dropout) @ v  # (B, H, T, Dh)

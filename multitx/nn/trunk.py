@@ -119,15 +119,22 @@ class Trunk(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
 
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                queries: int | None = None) -> torch.Tensor:
         """x: (B, T, D) tokens -> (B, T, D) tokens that have attended to each other.
 
         memory: (B, S, D) tokens to cross-attend to; mask: (B, T) and
         memory_mask: (B, S) are True for real tokens, False for padding.
+        queries: only the first `queries` tokens come out, (B, queries, D). The last
+        block computes only their outputs (attending to all T); every earlier block
+        needs all tokens, since they are the last block's keys and values. A ViT
+        that reads only its CLS token asks for queries=1.
         """
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask,
-                      rotary=self.rotary, cache=None if cache is None else cache.layers[i])
+                      rotary=self.rotary, cache=None if cache is None else cache.layers[i],
+                      queries=queries if i == last else None)
         return self.norm_out(x)
 
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:

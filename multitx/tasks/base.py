@@ -7,12 +7,25 @@ trunk and the loop stay as they are.
 """
 
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from multitx.engine.runtime import Runtime
+
+RIGHT, WRONG, NEUTRAL = "#1a7f37", "#c62828", "#222222"  # colours of Examples' titles: legible on white
+
+
+class Examples(NamedTuple):
+    """What a task shows of itself in RUN_DIR/plots/samples.png: images, each with a title above it."""
+    images: np.ndarray  # (N, H, W, C) uint8, C = 1 or 3
+    titles: list[str]  # one per image, e.g. "cat / dog" (predicted / true), or the caption written for it
+    colours: list[str]  # one matplotlib colour per title, e.g. green when right, red when wrong
+    heading: str = ""  # what the titles are, e.g. "predicted / true"
+    notes: list[str] | None = None  # grey text beneath each image, e.g. its reference caption
 
 
 class Task:
@@ -46,6 +59,11 @@ class Task:
 
     def show(self, model: nn.Module) -> str | None:
         """Something to print at each evaluation (a text sample, a caption); optional."""
+        return None
+
+    def examples(self, model: nn.Module) -> Examples | None:
+        """A few validation images to draw at each evaluation (RUN_DIR/plots/samples.png and
+        TensorBoard), with what the model made of them; optional: None draws only the loss curves."""
         return None
 
     def save_artifacts(self, run_dir: Path) -> None:

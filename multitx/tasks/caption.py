@@ -11,6 +11,7 @@ exact match. The vocabulary is saved as RUN_DIR/vocab.json.
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -19,9 +20,9 @@ from multitx.captioning.data import CaptionBatches, CaptionSplit, images_to_tens
 from multitx.captioning.decoding import caption_images
 from multitx.captioning.metrics import caption_scores
 from multitx.captioning.model import Captioner, captioner_config
-from multitx.captioning.tokenizer import WordTokenizer
+from multitx.captioning.tokenizer import WordTokenizer, normalize
 from multitx.engine.runtime import Runtime
-from multitx.tasks.base import Task
+from multitx.tasks.base import NEUTRAL, RIGHT, Examples, Task
 
 DECODE_CHUNK = 256  # images captioned at once when evaluating
 
@@ -111,6 +112,19 @@ class CaptionTask(Task):
                                        self.val_split.captions[:n], strict=True):
             lines.append(f"  {name}: {written}  (reference: {refs[0]})")
         return "\n".join(lines)
+
+    @torch.no_grad()
+    def examples(self, model, n: int = 8) -> Examples | None:
+        """The first n val images, each with the caption written for it above and its first reference
+        beneath; green when the caption is one of the references (as exact_match counts), black otherwise."""
+        if len(self.val_split) == 0:
+            return None
+        images = np.asarray(self.val_split.images[:n])  # (n, H, W, 3) uint8
+        written, refs = self.caption(model, images), self.val_split.captions[:n]
+        return Examples(images=images, titles=written, heading="caption written (reference beneath)",
+                        colours=[RIGHT if normalize(w) in {normalize(x) for x in r} else NEUTRAL
+                                 for w, r in zip(written, refs, strict=True)],
+                        notes=[f"reference: {r[0]}" for r in refs])
 
     def save_artifacts(self, run_dir: Path) -> None:
         self.tokenizer.save(Path(run_dir) / "vocab.json")

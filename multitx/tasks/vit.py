@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
 from multitx.models.vit import ViT, build_vit
-from multitx.tasks.base import Task
+from multitx.tasks.base import RIGHT, WRONG, Examples, Task
 from multitx.vision.augment import DeviceAugment, image_transform
 from multitx.vision.batches import ShuffledBatches
 from multitx.vision.datasets import load_images
@@ -113,6 +113,23 @@ class ViTTask(Task):
             loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=-1) == labels).sum()
         return {"val_loss": loss_sum.item() / n, "val_acc": correct.item() / n}
+
+    @torch.no_grad()
+    def examples(self, model, n: int = 16) -> Examples | None:
+        """n images of the evaluated test images, each titled "predicted / true", green when right, red when
+        wrong. They are spread evenly over the split (the same ones every evaluation): an image folder lists
+        its images class by class, and the first 16 would often be all of one class."""
+        evaluated = len(self.test_set) if self.cfg.eval_images <= 0 else min(self.cfg.eval_images, len(self.test_set))
+        if evaluated == 0:
+            return None
+        picked = torch.linspace(0, evaluated - 1, min(n, evaluated)).round().long().unique()  # (n,) indices
+        images, labels = self.test_set.images[picked], self.test_set.labels[picked]  # (n, C, H, W) uint8, (n,)
+        with self.runtime.autocast():
+            logits = model(self.augment.normalize(images.to(self.runtime.device))).float()  # (n, classes)
+        pairs = list(zip(logits.argmax(dim=-1).cpu().tolist(), labels.tolist(), strict=True))  # (predicted, true)
+        return Examples(images=images.permute(0, 2, 3, 1).numpy(),  # (n, H, W, C)
+                        titles=[f"{self.classes[p]} / {self.classes[t]}" for p, t in pairs],
+                        colours=[RIGHT if p == t else WRONG for p, t in pairs], heading="predicted / true")
 
     def save_artifacts(self, run_dir: Path) -> None:
         """classes.json: the class names in label order, and how to prepare an image for the model."""

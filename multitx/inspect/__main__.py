@@ -1,0 +1,146 @@
+"""python -m multitx.inspect run_dir=DIR [prompt="..." max_new_tokens=48] [image=PATH] [checkpoint=best|latest|PATH]
+       [out=DIR/inspect] [device=auto] [trust_code=false]
+
+Looks inside a trained run of any task: runs its model once on your input (a
+prompt for charlm, an image for a ViT or the captioner; without one, a sample of
+the run's own validation data), traces every attention layer, and writes to out=:
+
+  shapes.txt    each stage of attention with its tensor's shape (also printed)
+  *.png         the attention maps: per layer and head for the char LM; CLS over
+                the patches and the rollout for a ViT; for each word of a caption,
+                where it looked in the image, beside the decoder's self-attention
+  index.html    all of it on one page, with layer, head and word selectors
+"""
+
+import io
+import re
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from multitx.cli import parse_args, run_cli
+from multitx.config.schema import LOADING, File, Folder, Whole
+from multitx.engine.runtime import setup_runtime
+from multitx.errors import UserError
+from multitx.inspect import maps
+from multitx.inspect.page import Gallery, page
+from multitx.inspect.runs import Inspection, inspect_run
+from multitx.inspect.shapes import shape_trace
+
+DEFAULTS = {"run_dir": None, "prompt": "", "max_new_tokens": 48, "image": None, "checkpoint": "best", "out": None,
+            "device": "auto", "trust_code": False, "debug": False}
+RULES = {**LOADING, "image": File(), "out": Folder(must_exist=False), "max_new_tokens": Whole(min=0)}
+
+
+def png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def heads_of(record) -> list[str]:
+    return ["mean"] + [str(h) for h in range(record.weights.shape[1])]
+
+
+def head_weights(record, head: str):
+    """(T, S) weights of one head, or their mean over heads."""
+    w = record.weights[0]
+    return (w.mean(0) if head == "mean" else w[int(head)]).cpu().numpy()
+
+
+def self_attention_gallery(records, queries, keys, title: str, files: dict, prefix: str) -> Gallery:
+    gallery = Gallery(title, [("layer", [str(r.layer) for r in records]), ("head", heads_of(records[0]))],
+                      note="Row i: how the token asking at position i spreads its attention over the tokens it sees.")
+    for r in records:
+        for head in heads_of(r):
+            name = f"{prefix}_L{r.layer}_H{head}.png"
+            files[name] = png(maps.heatmap(head_weights(r, head), queries[: r.weights.shape[2]], keys,
+                                           f"{r.name}, head {head}"))
+            gallery.pictures[gallery.key(r.layer, head)] = files[name]
+    return gallery
+
+
+def vit_galleries(ins: Inspection, files: dict) -> tuple[list[Gallery], list]:
+    records = ins.trace.layers("self")
+    gallery = Gallery("CLS attention over the patches", [("layer", [str(r.layer) for r in records]),
+                                                          ("head", heads_of(records[0]))],
+                      note="How much the CLS token, the one the classifier reads, takes from each patch.")
+    for r in records:
+        files[f"cls_L{r.layer}.png"] = png(maps.cls_maps(r, ins.image, ins.prefix, ins.grid,
+                                                         f"{r.name}: CLS attention, each head"))
+        for head in heads_of(r):
+            attention = maps.patch_attention(r.weights[0], 0, ins.prefix, ins.grid)  # (H, h, w)
+            fig = Figure(figsize=(3.2, 3.4))
+            maps.overlay(fig.add_subplot(), ins.image, attention.mean(0) if head == "mean" else attention[int(head)],
+                         f"layer {r.layer}, head {head}")
+            gallery.pictures[gallery.key(r.layer, head)] = png(fig)
+    files["rollout.png"] = png(maps.rollout_figure(records, ins.image, ins.prefix, ins.grid))
+    return [gallery], [("Attention rollout (Abnar & Zuidema, 2020) over all layers", files["rollout.png"])]
+
+
+def caption_galleries(ins: Inspection, files: dict) -> list[Gallery]:
+    cross = ins.trace.layers("cross")
+    decoder_self = [r for r in ins.trace.layers("self") if r.name.startswith("decoder")]
+    words = [f"{i}: {w}" for i, w in enumerate(ins.shown_words)]
+    by_word = Gallery("Where each written word looked in the image", [("word", words),
+                                                                       ("layer", [str(r.layer) for r in cross])],
+                      note="Cross-attention of the query that wrote the word, over the image's patches, beside "
+                           "its self-attention over the words before it (same layer).")
+    for c, s in zip(cross, decoder_self, strict=True):
+        for i, word in enumerate(ins.shown_words):
+            name = f"word_{i:02d}_{re.sub(r'[^A-Za-z0-9]+', '', word) or 'token'}_L{c.layer}.png"
+            files[name] = png(maps.word_maps(c, s, i, ins.image, ins.prefix, ins.grid, ins.keys, word))
+            by_word.pictures[by_word.key(words[i], c.layer)] = files[name]
+    words_self = self_attention_gallery(decoder_self, ins.tokens, ins.keys, "Decoder self-attention over the words",
+                                        files, "self")
+    return [by_word, words_self]
+
+
+def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:
+    shapes = shape_trace(ins)
+    files: dict[str, bytes] = {}
+    pictures = []
+    if ins.task == "charlm":
+        galleries = [self_attention_gallery(ins.trace.layers("self"), ins.tokens, ins.keys,
+                                            "Self-attention between characters", files, "attn")]
+    elif ins.task == "vit":
+        galleries, pictures = vit_galleries(ins, files)
+    else:
+        galleries = caption_galleries(ins, files)
+    if ins.image is not None:
+        fig = Figure(figsize=(2.4, 2.4))
+        ax = fig.add_subplot()
+        ax.imshow(ins.image.squeeze(-1) if ins.image.shape[-1] == 1 else ins.image,
+                  cmap="gray" if ins.image.shape[-1] == 1 else None)
+        ax.axis("off")
+        files["input.png"] = png(fig)
+        pictures.insert(0, ("The input, as the model sees it", files["input.png"]))
+    facts = [("run", str(run_dir)), ("checkpoint", str(ins.checkpoint)), ("task", ins.task), ("input", ins.source)]
+    html_text = page(f"Inside {run_dir.name}", facts, ins.output, shapes, galleries, pictures)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "shapes.txt").write_text(shapes, encoding="utf-8")
+        for name, data in files.items():
+            (out / name).write_bytes(data)
+        (out / "index.html").write_text(html_text, encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot write to out={out} ({err.strerror or err}); choose another folder") from None
+    print(shapes)
+    return sorted(files) + ["shapes.txt", "index.html"]
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, DEFAULTS, RULES)
+    run_dir = Path(str(args["run_dir"]))
+    runtime = setup_runtime(args["device"], "fp32")
+    ins = inspect_run(run_dir, which=str(args["checkpoint"]), prompt=str(args["prompt"]) or None,
+                      image=str(args["image"]) if args["image"] else None, device=runtime.device,
+                      trust_code=args["trust_code"], new_tokens=args["max_new_tokens"])
+    out = Path(str(args["out"])) if args["out"] else run_dir / "inspect"
+    written = write(ins, out, run_dir)
+    print(f"output: {ins.output}")
+    print(f"wrote {len(written)} files to {out}: open {out / 'index.html'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,159 @@
+"""Load a run, pick its input, and run the model once under multitx.trace.
+
+One function a task family, each returning an Inspection: what went in, what came
+out, and the trace of every attention layer on the way.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from multitx.caption import load_captioner
+from multitx.captioning.data import images_to_tensor, load_image, load_split
+from multitx.captioning.decoding import caption_images
+from multitx.config.schema import task_kind
+from multitx.engine import checkpoint
+from multitx.errors import UserError
+from multitx.models.vit import vit_from_settings
+from multitx.nn.trace import Trace, trace
+from multitx.sample import load_language_model
+from multitx.text.corpus import load_corpus
+from multitx.vision.datasets import load_images, read_image
+
+
+@dataclass
+class Inspection:
+    task: str  # "charlm", "vit" or "caption"
+    checkpoint: Path
+    source: str  # where the input came from
+    tokens: list[str]  # a label for each query token: characters, "CLS" and patches, or the words written
+    keys: list[str]  # a label for each key token of self-attention
+    output: str  # what the model made of it: text, classes with probabilities, a caption
+    trace: Trace
+    model: nn.Module
+    image: np.ndarray | None = None  # (H, W, C) uint8: the picture the model saw
+    grid: tuple[int, int] | None = None  # patch rows and columns
+    prefix: int = 0  # tokens before the patch grid (CLS)
+    shown_words: list[str] = field(default_factory=list)  # captioner: the words whose cross-attention is drawn
+
+
+def char_label(c: str) -> str:
+    return {"\n": "↵", " ": "␣", "\t": "⇥"}.get(c, c)
+
+
+def kind_of(run_dir: Path, trust_code: bool):
+    cfg = checkpoint.run_config(run_dir, None, "multitx.inspect", trust_code=trust_code)
+    kind = task_kind(cfg)
+    if kind is None:
+        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.inspect knows charlm, vit_* and caption runs")
+    return kind, cfg
+
+
+def inspect_charlm(run_dir: Path, cfg, which: str, prompt: str | None, device, trust_code: bool,
+                   new_tokens: int = 48, seed: int = 1) -> Inspection:
+    model, tokenizer, found = load_language_model(run_dir, which, device, trust_code=trust_code)
+    context = model.config.context
+    if prompt is None:  # the start of the run's own validation text, from a line's beginning
+        corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
+        if corpus.tokenizer.chars != tokenizer.chars:
+            raise UserError(f"the corpus of {run_dir} has changed since training; give prompt=\"...\" instead")
+        text = tokenizer.decode(np.asarray(corpus.val[: 4 * context]).tolist())
+        start = text.find("\n") + 1 if "\n" in text[: context] else 0
+        prompt, source = text[start : start + max(context // 2, 1)], "the start of the run's validation text"
+    else:
+        source = "prompt=" + repr(prompt)
+    if not prompt:
+        raise UserError("prompt= is empty; give some text, e.g. prompt=\"def \"")
+    ids = torch.tensor([tokenizer.encode(prompt)[-context:]], device=device)  # (1, T); unknown characters: one line
+    room = max(0, min(new_tokens, context - ids.shape[1]))
+    generator = torch.Generator(device).manual_seed(seed)
+    with torch.no_grad():
+        ids = model.generate(ids, room, temperature=0.8, top_k=40, generator=generator) if room else ids
+        with trace(model) as recorded:
+            model(ids)
+    chars = [char_label(c) for c in tokenizer.decode(ids[0].tolist())]
+    written = tokenizer.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
+    output = f"prompt: {prompt}\nwritten: {written}" if room else f"prompt: {prompt} (fills the context)"
+    return Inspection("charlm", found, source, chars, chars, output, recorded, model)
+
+
+def vit_input(cfg, info: dict, image: str | None) -> tuple[np.ndarray, str]:
+    """(H, W, C) uint8 at the model's size: the file given, or the first image of the run's evaluation split."""
+    size, channels = tuple(info["image_size"]), int(info["channels"])
+    if image:
+        return read_image(Path(image), "RGB" if channels == 3 else "L", size), f"image={image}"
+    _, evaluation = load_images(cfg.data, Path(cfg.data_dir), size)
+    truth = evaluation.classes[int(evaluation.labels[0])]
+    return evaluation.images[0].permute(1, 2, 0).numpy(), f"the first evaluation image of the run (a {truth})"
+
+
+def inspect_vit(run_dir: Path, cfg, which: str, image: str | None, device, top_k: int = 5) -> Inspection:
+    info_file = run_dir / "classes.json"
+    if not info_file.is_file():
+        raise UserError(f"{run_dir} has no classes.json; is it a finished ViT run?")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    model = vit_from_settings(OmegaConf.to_container(cfg.model, resolve=True), image_size=tuple(info["image_size"]),
+                              in_channels=int(info["channels"]), classes=len(info["classes"]))
+    found = checkpoint.resolve(run_dir, which)
+    checkpoint.load_weights(model, found)
+    model = model.to(device).eval()
+    pixels, source = vit_input(cfg, info, image)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device) / 255  # (1, C, H, W)
+    mean = torch.tensor(info["mean"], device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"], device=device).view(1, -1, 1, 1)
+    with torch.no_grad(), trace(model) as recorded:
+        probs = model((x - mean) / std).softmax(-1)[0]  # (classes,)
+    top = probs.topk(min(top_k, len(probs)))
+    output = "\n".join(f"{info['classes'][i]}: {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist(),
+                                                                       strict=True))
+    tok = model.tokenizer
+    h, w = tok.grid
+    patches = [f"patch ({r},{c})" for r in range(h) for c in range(w)]
+    keys = ["CLS"] * tok.num_prefix_tokens + patches
+    return Inspection("vit", found, source, keys, keys, output, recorded, model, image=pixels, grid=tok.grid,
+                      prefix=tok.num_prefix_tokens)
+
+
+def inspect_caption(run_dir: Path, cfg, which: str, image: str | None, device, trust_code: bool) -> Inspection:
+    model, tokenizer, found = load_captioner(run_dir, which, device, trust_code=trust_code)
+    size = model.config.image_size
+    if image:
+        pixels, source = load_image(Path(image), size), f"image={image}"
+    else:
+        split = load_split(cfg.data, "val", size, cfg.data_dir)
+        pixels, source = split.images[0], f"the first validation image of the run ({split.names[0]})"
+    x = images_to_tensor(pixels[None]).to(device).float() / 255  # (1, 3, H, W)
+    with torch.no_grad():
+        words = caption_images(model, x, bos=tokenizer.bos_id, eos=tokenizer.eos_id, beam=1)[0]
+        ids = torch.tensor([[tokenizer.bos_id, *words, tokenizer.eos_id]], device=device)  # (1, n + 2)
+        with trace(model) as recorded:
+            model(x, ids)  # teacher-forced over its own caption: query j writes word j + 1
+    reads = ["<bos>"] + [tokenizer.vocab[i] for i in words]  # what the decoder reads
+    writes = [tokenizer.vocab[i] for i in words] + ["<eos>"]  # what each position writes
+    h, w = model.patches.grid
+    return Inspection("caption", found, source, writes, reads, tokenizer.decode(words), recorded, model,
+                      image=pixels, grid=(h, w), prefix=model.patches.num_prefix_tokens, shown_words=writes)
+
+
+def inspect_run(run_dir: Path, *, which: str = "best", prompt: str | None = None, image: str | None = None,
+                device="cpu", trust_code: bool = False, new_tokens: int = 48) -> Inspection:
+    """The Inspection of a run folder of any task: its model on `prompt` (charlm, which writes up to
+    `new_tokens` more) or `image` (ViT, captioner), or on a sample of its own validation data."""
+    run_dir = Path(run_dir)
+    kind, cfg = kind_of(run_dir, trust_code)
+    if kind == "charlm":
+        if image:
+            raise UserError("image= is for ViT and caption runs; a charlm run takes prompt=\"...\"")
+        return inspect_charlm(run_dir, cfg, which, prompt, device, trust_code, new_tokens)
+    if prompt is not None:
+        raise UserError(f"prompt= is for charlm runs; a {cfg.task.name} run takes image=PATH")
+    if kind == "vit":
+        return inspect_vit(run_dir, cfg, which, image, device)
+    return inspect_caption(run_dir, cfg, which, image, device, trust_code)
