@@ -10,7 +10,10 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename over `path`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()

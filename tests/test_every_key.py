@@ -168,11 +168,12 @@ def paths(tmp_path_factory) -> dict[str, Path]:
 TASKS = {
     # task: (arguments for a run in RUN_DIR of one step, examples drawn for each key)
     "charlm": (lambda p, run: tiny_charlm_args(p["text"], run, "steps=1", "eval_every=1", "eval_batches=1",
-                                               "show_tokens=0", f"data_dir={p['tmp'] / 'datasets'}"), 2),
-    "vit": (lambda p, run: image_args(p["images"], run, "steps=1", "eval_every=1", f"data_dir={p['tmp'] / 'd'}"),
+                                               "show_tokens=0", "plots=false", f"data_dir={p['tmp'] / 'datasets'}"), 2),
+    "vit": (lambda p, run: image_args(p["images"], run, "steps=1", "eval_every=1", "plots=false",
+                                      f"data_dir={p['tmp'] / 'd'}"),
             2),
     "caption": (lambda p, run: tiny_caption_args(run.parent, "steps=1", "eval_every=1", "eval_images=2",
-                                                 "data.num_train=16", "data.num_val=4", "batch_size=4",
+                                                 "data.num_train=16", "data.num_val=4", "batch_size=4", "plots=false",
                                                  f"data_dir={p['tmp'] / 'datasets'}", f"run_dir={run}"), 2),
 }
 

@@ -11,6 +11,7 @@ changes the backend of a notebook that imports it. Files are written atomically
 (multitx.files.atomic_write_bytes): a kill never leaves a half-written PNG.
 """
 
+import gc
 import io
 import math
 import textwrap
@@ -164,6 +165,9 @@ def at_evaluation(run_dir: Path, task, model, metrics: dict, step: int, log, *, 
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         say(f"warning: no plots at step {step} ({type(err).__name__}: {first}); training goes on; "
             f"turn them off with plots=false")
+    # A Figure and its Agg renderer hold each other: without a collection here they wait for Python's
+    # rare full collection, and a long run's resident memory creeps up by a figure's buffers each time.
+    gc.collect()
     return time.perf_counter() - t0
 
 
