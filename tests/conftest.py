@@ -34,6 +34,12 @@ def small_corpus(tmp_path) -> Path:
     return path
 
 
+def write_line_corpus(path: Path) -> Path:
+    """One short line of text, 40 times: a corpus for runs of a few steps in module-scoped fixtures."""
+    path.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    return path
+
+
 def run_module(module: str, *args: str, cwd: Path | None = None, timeout: int = 180,
                env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m module args...` in a fresh process, as a user would run it."""

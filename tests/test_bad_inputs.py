@@ -12,7 +12,7 @@ import torch
 from multitx import train
 from multitx.cli import run_cli
 from multitx.engine import checkpoint
-from tests.conftest import tiny_charlm_args
+from tests.conftest import tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_engine import RunsCode
 
@@ -22,7 +22,7 @@ def good_run(tmp_path_factory):
     """A finished tiny run, plus damaged copies of its checkpoint."""
     tmp = tmp_path_factory.mktemp("bad_inputs")
     corpus = tmp / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(corpus)
     run_dir = tmp / "run"
     run_cli(train.main, tiny_charlm_args(corpus, run_dir, "steps=4", "eval_every=2"))
     good = checkpoint.latest(run_dir)

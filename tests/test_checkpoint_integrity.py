@@ -13,7 +13,7 @@ from multitx.cli import run_cli
 from multitx.engine import checkpoint
 from multitx.errors import UserError
 from multitx.sample import load_language_model
-from tests.conftest import tiny_charlm_args
+from tests.conftest import tiny_charlm_args, write_line_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +23,7 @@ def finished(tmp_path_factory):
     """A run with checkpoints at steps 2, 4 and 6."""
     tmp = tmp_path_factory.mktemp("integrity")
     corpus = tmp / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(corpus)
     run_dir = tmp / "run"
     run_cli(train.main, tiny_charlm_args(corpus, run_dir, "steps=6", "eval_every=2", "keep_checkpoints=3"))
     return corpus, run_dir

@@ -17,7 +17,7 @@ from multitx.engine import checkpoint
 from multitx.engine.runtime import Runtime
 from multitx.engine.trainer import check_same_global_batch
 from multitx.errors import UserError
-from tests.conftest import REPO, tiny_charlm_args
+from tests.conftest import REPO, tiny_charlm_args, write_line_corpus
 from tests.test_engine import train_in_process, weights
 
 COMMON = ["steps=8", "eval_every=3", "device=cpu", "show_tokens=0", "optimizer=adamw"]
@@ -42,7 +42,7 @@ def reference(tmp_path_factory):
     """8 steps in one process at batch 8: what every split of the run must reach."""
     tmp = tmp_path_factory.mktemp("ddp_faults")
     corpus = tmp / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(corpus)
     train_in_process(*tiny_charlm_args(corpus, tmp / "reference", *COMMON, "batch_size=8"))
     return corpus, tmp / "reference"
 

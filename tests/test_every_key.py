@@ -22,7 +22,7 @@ from multitx import caption, sample, train
 from multitx.cli import load_config, run_cli
 from multitx.config import schema
 from multitx.engine import checkpoint
-from tests.conftest import tiny_caption_args, tiny_charlm_args
+from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import fingerprint, image_args
 
@@ -155,7 +155,7 @@ def assert_one_line(code: int, err: str, arg: str) -> None:
 def paths(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("every_key")
     text = tmp / "corpus.txt"
-    text.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(text)
     latin1 = tmp / "latin1.txt"
     latin1.write_bytes("Ça coûte cher, élève!".encode("latin-1"))
     images = write_imagefolder(tmp / "images", per_class=4)

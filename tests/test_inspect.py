@@ -14,7 +14,7 @@ from PIL import Image
 from multitx.cli import load_config, run_cli
 from multitx.engine.trainer import train
 from multitx.inspect.__main__ import main as inspect_main
-from tests.conftest import tiny_caption_args, tiny_charlm_args
+from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 
@@ -26,7 +26,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("inspect")
     torch.set_num_threads(1)
     corpus = tmp / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(corpus)
     train(load_config(tiny_charlm_args(corpus, tmp / "charlm", "steps=6", "eval_every=6")))
     images = write_imagefolder(tmp / "images", per_class=4)
     train(load_config(image_args(images, tmp / "vit", "model.layers=2", "steps=2")))

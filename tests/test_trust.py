@@ -13,7 +13,7 @@ from PIL import Image
 
 from multitx.cli import load_config
 from multitx.engine.trainer import train
-from tests.conftest import run_module, tiny_caption_args, tiny_charlm_args
+from tests.conftest import run_module, tiny_caption_args, tiny_charlm_args, write_line_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     train(load_config(tiny_caption_args(tmp / "caption", "steps=4", "eval_every=4", "eval_images=2")))
     corpus = tmp / "corpus.txt"
-    corpus.write_text("To be, or not to be, that is the question.\n" * 40, encoding="utf-8")
+    write_line_corpus(corpus)
     train(load_config(tiny_charlm_args(corpus, tmp / "charlm", "steps=2", "eval_every=2")))
     code = tmp / "code"
     code.mkdir()

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
-from multitx.models.vit import ViT, build_vit
+from multitx.models.vit import ViT, vit_from_settings
 from multitx.tasks.base import RIGHT, WRONG, Examples, Task
 from multitx.vision.augment import DeviceAugment, image_transform
 from multitx.vision.batches import ShuffledBatches
@@ -66,11 +66,9 @@ class ViTTask(Task):
         channels, classes = self.train_set.channels, len(self.classes)
         if m.get("pretrained"):
             return self.pretrained_model(str(m.pretrained), channels, classes)
-        tokenizer = OmegaConf.to_container(m.tokenizer, resolve=True) if isinstance(m.tokenizer, DictConfig) \
-            else m.tokenizer
-        return build_vit(image_size=self.image_size, patch_size=m.patch_size, in_channels=channels, classes=classes,
-                         dim=m.dim, layers=m.layers, heads=m.heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-                         drop_path=m.drop_path, pool=m.pool, tokenizer=tokenizer, activation=m.activation)
+        # The same mapping from settings to model as loading a run folder (multitx.inspect) uses.
+        return vit_from_settings(OmegaConf.to_container(m, resolve=True), image_size=self.image_size,
+                                 in_channels=channels, classes=classes)
 
     def pretrained_model(self, spec: str, channels: int, classes: int) -> ViT:
         """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
