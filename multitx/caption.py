@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multitx.captioning.data import images_to_tensor, load_image
-from multitx.captioning.decoding import caption_images
-from multitx.captioning.model import Captioner, captioner_config
-from multitx.captioning.tokenizer import WordTokenizer
 from multitx.cli import parse_args, run_cli
 from multitx.config.schema import CAPTION_COMMAND
+from multitx.data.captions.datasets import images_to_tensor, load_image
+from multitx.data.captions.vocab import WordVocab
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
 from multitx.errors import UserError
+from multitx.models.captioner import Captioner, captioner_config
+from multitx.models.decoding import caption_images
 
 DEFAULTS = {"run_dir": None, "image": None, "beam": 3, "length_penalty": 0.6, "checkpoint": "best",
             "device": "auto", "trust_code": False, "debug": False}
@@ -30,14 +30,14 @@ def load_captioner(run_dir: Path, which: str = "best", device="cpu", *, trust_co
     """The model, tokenizer and checkpoint path of a finished or running caption run."""
     run_dir = Path(run_dir)
     cfg = checkpoint.run_config(run_dir, "caption", "multitx.caption", trust_code=trust_code)
-    tokenizer = WordTokenizer.load(run_dir / "vocab.json")
+    tokenizer = WordVocab.load(run_dir / "vocab.json")
     model = Captioner(captioner_config(cfg.model, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.unk_id))
     found = checkpoint.resolve(run_dir, which)
     checkpoint.load_weights(model, found)  # the checkpoint holds every weight, pretrained encoder included
     return model.to(device).eval(), tokenizer, found
 
 
-def caption_file(model: Captioner, tokenizer: WordTokenizer, path: Path, *, beam: int = 3,
+def caption_file(model: Captioner, tokenizer: WordVocab, path: Path, *, beam: int = 3,
                  length_penalty: float = 0.6) -> str:
     size = model.config.image_size
     image = load_image(path, size)[None]  # (1, H, W, 3) uint8

@@ -11,10 +11,10 @@ import torch
 
 from multitx.cli import parse_args, run_cli
 from multitx.config.schema import SAMPLE
+from multitx.data.text.vocab import CharVocab
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
 from multitx.tasks.charlm import language_model
-from multitx.text.tokenizer import CharTokenizer
 
 DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,
             "checkpoint": "best", "device": "auto", "trust_code": False, "debug": False}
@@ -24,7 +24,7 @@ def load_language_model(run_dir: Path, which: str = "best", device: str = "cpu",
     """The model, tokenizer and checkpoint path of a finished or running charlm run."""
     run_dir = Path(run_dir)
     cfg = checkpoint.run_config(run_dir, "charlm", "multitx.sample", trust_code=trust_code)
-    tokenizer = CharTokenizer.load(run_dir / "vocab.json")
+    tokenizer = CharVocab.load(run_dir / "vocab.json")
     model = language_model(cfg.model, tokenizer.vocab_size)
     found = checkpoint.resolve(run_dir, which)
     checkpoint.load_weights(model, found)

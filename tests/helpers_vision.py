@@ -14,7 +14,7 @@ from einops import rearrange
 from PIL import Image
 from torch import nn
 
-from multitx.vision.patches import PatchTokenizer, register_tokenizer
+from multitx.nn.patches import PatchTokenizer, register_tokenizer
 
 
 @register_tokenizer("test_overlap")

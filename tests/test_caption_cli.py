@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from multitx import caption
-from multitx.captioning import pretrained
-from multitx.captioning.data import load_image
-from multitx.captioning.tokenizer import WordTokenizer
 from multitx.cli import load_config, run_cli
+from multitx.data.captions.datasets import load_image
+from multitx.data.captions.vocab import WordVocab
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
+from multitx.models import captioner_from_timm as pretrained
 from multitx.tasks.caption import CaptionTask
 from tests.conftest import run_module, tiny_caption_args
 
@@ -35,7 +35,7 @@ def test_training_writes_caption_metrics_and_the_vocabulary(trained_run):
     assert {"val_loss", "bleu4", "cider", "exact_match", "captions_per_s"} <= evals[-1].keys()
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert 0.0 <= evals[-1]["bleu4"] <= 1.0 and 0.0 <= evals[-1]["exact_match"] <= 1.0
-    vocab = WordTokenizer.load(trained_run / "vocab.json").vocab
+    vocab = WordVocab.load(trained_run / "vocab.json").vocab
     assert {"small", "large", "red", "circle", "left", "above"} <= set(vocab)
 
 
@@ -52,7 +52,7 @@ def test_caption_cli_captions_a_png(trained_run, picture):
     result = run_module("multitx.caption", f"run_dir={trained_run}", f"image={picture}", "beam=3")
     assert result.returncode == 0, result.stderr
     words = result.stdout.strip().split()
-    vocab = set(WordTokenizer.load(trained_run / "vocab.json").vocab[4:])
+    vocab = set(WordVocab.load(trained_run / "vocab.json").vocab[4:])
     assert words and set(words) <= vocab
 
 
@@ -88,7 +88,7 @@ def test_encoder_starts_from_a_timm_vit(tmp_path, monkeypatch):
     """model.encoder_pretrained=timm:NAME, offline: timm's randomly initialised ViT stands in
     for the download, and the caption encoder must compute exactly its features."""
     timm = pytest.importorskip("timm")
-    from multitx.vision.from_timm import vit_from_timm
+    from multitx.models.from_timm import vit_from_timm
 
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4,
                                   num_classes=1).eval()

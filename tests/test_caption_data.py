@@ -8,14 +8,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from multitx.captioning import shapes
-from multitx.captioning.data import CaptionBatches, CaptionSplit, load_image, load_split
-from multitx.captioning.tokenizer import WordTokenizer, normalize
+from multitx.data.captions import shapes
+from multitx.data.captions.datasets import CaptionBatches, CaptionSplit, load_image, load_split
+from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.errors import UserError
 
 
 def test_word_tokenizer_round_trip(tmp_path):
-    tok = WordTokenizer.from_captions(["A red circle.", "a blue Circle, left of a red square"])
+    tok = WordVocab.from_captions(["A red circle.", "a blue Circle, left of a red square"])
     assert tok.vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
     assert tok.vocab[4:6] == ["a", "circle"]  # most frequent first
     ids = tok.encode("A red circle!")
@@ -24,12 +24,12 @@ def test_word_tokenizer_round_trip(tmp_path):
     assert tok.decode(tok.encode("a green circle")) == "a <unk> circle"
     assert tok.encode("a red circle left of a red square", max_len=5) == [tok.bos_id, *tok.encode("a red circle")[1:]]
     tok.save(tmp_path / "vocab.json")
-    assert WordTokenizer.load(tmp_path / "vocab.json").vocab == tok.vocab
+    assert WordVocab.load(tmp_path / "vocab.json").vocab == tok.vocab
     assert normalize("The Dog's toys, on the grass.") == "the dog's toys on the grass"
 
 
 def test_min_word_count_sends_rare_words_to_unk():
-    tok = WordTokenizer.from_captions(["a dog", "a dog", "a zebra"], min_count=2)
+    tok = WordVocab.from_captions(["a dog", "a dog", "a zebra"], min_count=2)
     assert "zebra" not in tok.vocab and tok.decode(tok.encode("a zebra")) == "a <unk>"
 
 
@@ -188,7 +188,7 @@ def toy_split(n: int = 10) -> CaptionSplit:
 
 def test_batches_pair_images_with_their_own_captions():
     split = toy_split()
-    tok = WordTokenizer.from_captions(c for caps in split.captions for c in caps)
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
     batches = CaptionBatches(split, tok, batch_size=4, max_len=12, seed=0, captions_per_image=2)
     batch = next(batches)
     assert batch["images"].shape == (4, 3, 4, 4) and batch["images"].dtype == torch.uint8
@@ -202,7 +202,7 @@ def test_batches_pair_images_with_their_own_captions():
 
 def test_batches_resume_exactly_mid_epoch():
     split = toy_split()
-    tok = WordTokenizer.from_captions(c for caps in split.captions for c in caps)
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
     make = lambda: CaptionBatches(split, tok, batch_size=3, max_len=12, seed=5, captions_per_image=2)  # noqa: E731
     reference = make()
     for _ in range(4):  # past the end of the first epoch (3 batches of 3 from 10 images)
@@ -220,7 +220,7 @@ def test_batches_resume_exactly_mid_epoch():
 def test_processes_split_each_global_batch():
     """Two processes' batches, side by side, are one process's batch of twice the size."""
     split = toy_split()
-    tok = WordTokenizer.from_captions(c for caps in split.captions for c in caps)
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
     single = CaptionBatches(split, tok, batch_size=4, max_len=12, seed=5, captions_per_image=2)
     ranks = [CaptionBatches(split, tok, batch_size=2, max_len=12, seed=5, captions_per_image=2, rank=r,
                             world_size=2) for r in range(2)]

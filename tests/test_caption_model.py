@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multitx.captioning.decoding import beam_search, caption_images, greedy
-from multitx.captioning.model import Captioner, CaptionerConfig
+from multitx.models.captioner import Captioner, CaptionerConfig
+from multitx.models.decoding import beam_search, caption_images, greedy
 
 BOS, EOS, PAD = 1, 2, 0
 

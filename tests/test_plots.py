@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from multitx.captioning.tokenizer import WordTokenizer
 from multitx.cli import load_config
+from multitx.data.captions.vocab import WordVocab
 from multitx.engine import plots
 from multitx.engine.checkpoint import latest
+from multitx.engine.task import RIGHT, WRONG
 from multitx.engine.trainer import train
-from multitx.tasks.base import RIGHT, WRONG
 from multitx.tasks.caption import CaptionTask
 from tests.conftest import tiny_caption_args, tiny_charlm_args
 from tests.helpers_vision import write_imagefolder
@@ -237,7 +237,7 @@ def test_a_caption_run_draws_its_val_images_with_their_captions_and_references(c
     png_size(run_dir / "plots" / "samples.png")
     (grid,), (task,) = seen.grids, seen.tasks
     assert len(grid.axes) == 8
-    vocab = set(WordTokenizer.load(run_dir / "vocab.json").vocab)
+    vocab = set(WordVocab.load(run_dir / "vocab.json").vocab)
     for ax, refs in zip(grid.axes, task.val_split.captions, strict=False):
         assert ax.get_title() and set(ax.get_title().split()) <= vocab, "a caption written by the model"
         assert " ".join(ax.get_xlabel().split()) == f"reference: {refs[0]}"

@@ -5,22 +5,22 @@ import urllib.request
 import numpy as np
 import pytest
 
+from multitx.data.text import corpus
+from multitx.data.text.corpus import TokenWindows, load_corpus
+from multitx.data.text.vocab import CharVocab
 from multitx.errors import UserError
-from multitx.text import corpus
-from multitx.text.corpus import TokenWindows, load_corpus
-from multitx.text.tokenizer import CharTokenizer
 
 
 def test_tokenizer_round_trip(tmp_path):
     text = "First Citizen:\nBefore we proceed any further, hear me speak. Ünïcødé too!"
-    tokenizer = CharTokenizer.from_text(text)
+    tokenizer = CharVocab.from_text(text)
     assert tokenizer.decode(tokenizer.encode(text)) == text
     tokenizer.save(tmp_path / "vocab.json")
-    assert CharTokenizer.load(tmp_path / "vocab.json").encode(text) == tokenizer.encode(text)
+    assert CharVocab.load(tmp_path / "vocab.json").encode(text) == tokenizer.encode(text)
 
 
 def test_unknown_prompt_character_is_a_clear_error():
-    tokenizer = CharTokenizer.from_text("abc")
+    tokenizer = CharVocab.from_text("abc")
     with pytest.raises(UserError, match=r"never saw.*'z'"):
         tokenizer.encode("abz")
 

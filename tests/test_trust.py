@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 USER_MODULE = '''
 from pathlib import Path
 Path(MARKER).touch()
-from multitx.vision.patches import ConvStemPatches, register_tokenizer
+from multitx.nn.patches import ConvStemPatches, register_tokenizer
 
 @register_tokenizer("users_own")
 class UsersOwn(ConvStemPatches):

@@ -11,12 +11,12 @@ from multitx.cli import load_config
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.errors import UserError
-from multitx.heads import ClassifierHead
 from multitx.models.vit import ViT, build_vit
+from multitx.nn.heads import ClassifierHead
+from multitx.nn.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
 from multitx.nn.trace import trace
 from multitx.nn.trunk import ReLUSquared
 from multitx.tasks.vit import ViTTask
-from multitx.vision.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
 from tests.conftest import REPO, run_module
 from tests.helpers_vision import OverlapPatches, write_fashion_mnist, write_imagefolder
 
@@ -181,7 +181,7 @@ def test_custom_tokenizer_by_registered_name(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("model.tokenizer._target_=no_such_pkg.Tok", "cannot import it"),
-    ("model.tokenizer._target_=torch.nn.Linear", "not a subclass of multitx.vision.PatchTokenizer"),
+    ("model.tokenizer._target_=torch.nn.Linear", "not a subclass of multitx.PatchTokenizer"),
     ("model.tokenizer.name=nope", "unknown tokenizer 'nope'"),
     ("model.tokenizer.module=no_such_module", "cannot import it"),
     ("model.image_size=18", "not divisible by patch size"),

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from multitx.cli import load_config
+from multitx.data.images.augment import DeviceAugment, image_transform
+from multitx.data.images.batches import ShuffledBatches
+from multitx.data.images.datasets import ImageSet, load_cifar10, load_fashion_mnist, load_imagefolder
 from multitx.engine.trainer import train
 from multitx.errors import UserError
-from multitx.vision.augment import DeviceAugment, image_transform
-from multitx.vision.batches import ShuffledBatches
-from multitx.vision.datasets import ImageSet, load_cifar10, load_fashion_mnist, load_imagefolder
 from tests.helpers_vision import cifar_arrays, write_cifar10, write_fashion_mnist, write_imagefolder
 
 
@@ -73,7 +73,7 @@ def test_fashion_mnist_from_idx_gz_files(tmp_path, monkeypatch):
 
 def test_fashion_mnist_missing_and_offline_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", no_network)
-    monkeypatch.setattr("multitx.vision.datasets.DEBIAN_FASHION", tmp_path / "no-debian")
+    monkeypatch.setattr("multitx.data.images.datasets.DEBIAN_FASHION", tmp_path / "no-debian")
     with pytest.raises(UserError, match="Fashion-MNIST is not in .*data.root"):
         load_fashion_mnist(None, tmp_path / "datasets")
     with pytest.raises(UserError, match="does not hold Fashion-MNIST's four files"):

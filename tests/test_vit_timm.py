@@ -7,8 +7,8 @@ import torch
 from multitx.cli import load_config
 from multitx.engine.runtime import setup_runtime
 from multitx.errors import UserError
+from multitx.models.from_timm import timm_pretrained, vit_from_timm
 from multitx.tasks.vit import ViTTask
-from multitx.vision.from_timm import timm_pretrained, vit_from_timm
 from tests.helpers_vision import write_imagefolder
 
 

@@ -23,8 +23,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from multitx.caption import load_captioner
-from multitx.captioning.data import load_split
 from multitx.cli import load_config, parse_args, run_cli
+from multitx.data.captions.datasets import load_split
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.tasks.caption import CaptionTask

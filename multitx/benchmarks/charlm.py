@@ -29,9 +29,9 @@ import torch
 
 from multitx.benchmarks.budget import fit_to_budget
 from multitx.cli import load_config
+from multitx.data.text.corpus import SHAKESPEARE_SHA256
 from multitx.engine.trainer import train
 from multitx.files import sha256_file
-from multitx.text.corpus import SHAKESPEARE_SHA256
 
 NANOGPT_TOKENS_PER_S = 12_400  # nanoGPT on the same 2-core machine (issue 2)
 NANOGPT_SECONDS, NANOGPT_VAL = 124, 1.886

@@ -16,12 +16,12 @@ import time
 import torch
 
 from multitx.cli import load_config
+from multitx.data.images.augment import DeviceAugment, image_transform
+from multitx.data.images.batches import ShuffledBatches
+from multitx.data.images.datasets import ImageSet, load_images
 from multitx.engine.runtime import setup_runtime
+from multitx.nn.patches import pair
 from multitx.tasks.vit import data_workers
-from multitx.vision.augment import DeviceAugment, image_transform
-from multitx.vision.batches import ShuffledBatches
-from multitx.vision.datasets import ImageSet, load_images
-from multitx.vision.patches import pair
 
 
 def main(argv=None) -> None:

@@ -142,7 +142,7 @@ def draw_evaluation(run_dir: Path, task, model, metrics: dict) -> dict[str, np.n
     folder.mkdir(exist_ok=True)
     title = f"{task.name}: run {run_dir.name}"
     drawn = {"loss": save(loss_curves(run_dir, title, metric_keys(metrics)), folder / "loss.png")}
-    examples = task.examples(model)  # a multitx.tasks.base.Examples, or None
+    examples = task.examples(model)  # a multitx.engine.task.Examples, or None
     if examples is not None:
         heading = f"{title} \N{EM DASH} {examples.heading}" if examples.heading else title
         grid = image_grid(examples.images, examples.titles, examples.colours, title=heading, notes=examples.notes)

@@ -32,9 +32,9 @@ from multitx.engine.optimizers import build_optimizer
 from multitx.engine.run_lock import RunLock
 from multitx.engine.runtime import Runtime, rng_state, seed_everything, set_rng_state, setup_runtime
 from multitx.engine.stopping import Interrupted, StopSignals, collective_reason, is_collective_failure
+from multitx.engine.task import Task
 from multitx.errors import UserError
 from multitx.imports import named_class
-from multitx.tasks.base import Task
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:

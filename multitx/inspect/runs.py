@@ -14,16 +14,16 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from multitx.caption import load_captioner
-from multitx.captioning.data import images_to_tensor, load_image, load_split
-from multitx.captioning.decoding import caption_images
 from multitx.config.schema import task_kind
+from multitx.data.captions.datasets import images_to_tensor, load_image, load_split
+from multitx.data.images.datasets import load_images, read_image
+from multitx.data.text.corpus import load_corpus
 from multitx.engine import checkpoint
 from multitx.errors import UserError
+from multitx.models.decoding import caption_images
 from multitx.models.vit import vit_from_settings
 from multitx.nn.trace import Trace, trace
 from multitx.sample import load_language_model
-from multitx.text.corpus import load_corpus
-from multitx.vision.datasets import load_images, read_image
 
 
 @dataclass

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitx.heads import LMHead
+from multitx.nn.heads import LMHead
+from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk
-from multitx.text.embedder import TextEmbedder
 
 
 @dataclass

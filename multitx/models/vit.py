@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from multitx.errors import UserError
-from multitx.heads import ClassifierHead
+from multitx.nn.heads import ClassifierHead
+from multitx.nn.patches import PatchTokenizer, build_tokenizer
 from multitx.nn.trunk import Trunk
-from multitx.vision.patches import PatchTokenizer, build_tokenizer
 
 
 class ViT(nn.Module):

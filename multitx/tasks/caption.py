@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from multitx.captioning import pretrained
-from multitx.captioning.data import CaptionBatches, CaptionSplit, images_to_tensor, load_split
-from multitx.captioning.decoding import caption_images
-from multitx.captioning.metrics import caption_scores
-from multitx.captioning.model import Captioner, captioner_config
-from multitx.captioning.tokenizer import WordTokenizer, normalize
+from multitx.data.captions.datasets import CaptionBatches, CaptionSplit, images_to_tensor, load_split
+from multitx.data.captions.metrics import caption_scores
+from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.engine.runtime import Runtime
-from multitx.tasks.base import NEUTRAL, RIGHT, Examples, Task
+from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task
+from multitx.models import captioner_from_timm as pretrained
+from multitx.models.captioner import Captioner, captioner_config
+from multitx.models.decoding import caption_images
 
 DECODE_CHUNK = 256  # images captioned at once when evaluating
 
@@ -39,10 +39,10 @@ class CaptionTask(Task):
         self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
         saved = Path(cfg.run_dir) / "vocab.json"
         if cfg.resume and saved.exists():  # a resumed run keeps the vocabulary its weights were trained on
-            self.tokenizer = WordTokenizer.load(saved)
+            self.tokenizer = WordVocab.load(saved)
         else:
             captions = (c for caps in self.train_split.captions for c in caps)
-            self.tokenizer = WordTokenizer.from_captions(captions, cfg.data.min_word_count)
+            self.tokenizer = WordVocab.from_captions(captions, cfg.data.min_word_count)
 
     def build_model(self) -> Captioner:
         m, vit = self.cfg.model, None

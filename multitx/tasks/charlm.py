@@ -5,10 +5,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from multitx.data.text.corpus import TokenWindows, load_corpus
 from multitx.engine.runtime import Runtime
+from multitx.engine.task import Task
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
-from multitx.tasks.base import Task
-from multitx.text.corpus import TokenWindows, load_corpus
 
 
 class CharLMTask(Task):

@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from multitx.data.images.augment import DeviceAugment, image_transform
+from multitx.data.images.batches import ShuffledBatches
+from multitx.data.images.datasets import load_images
 from multitx.engine.runtime import Runtime
+from multitx.engine.task import RIGHT, WRONG, Examples, Task
 from multitx.errors import UserError
 from multitx.models.vit import ViT, vit_from_settings
-from multitx.tasks.base import RIGHT, WRONG, Examples, Task
-from multitx.vision.augment import DeviceAugment, image_transform
-from multitx.vision.batches import ShuffledBatches
-from multitx.vision.datasets import load_images
-from multitx.vision.patches import pair
+from multitx.nn.patches import pair
 
 
 class ViTTask(Task):
@@ -72,7 +72,7 @@ class ViTTask(Task):
 
     def pretrained_model(self, spec: str, channels: int, classes: int) -> ViT:
         """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
-        from multitx.vision.from_timm import timm_pretrained
+        from multitx.models.from_timm import timm_pretrained
 
         source, _, name = spec.partition(":")
         if source != "timm" or not name:

@@ -1,6 +1,6 @@
 """Starting the caption encoder from a timm ViT: model.encoder_pretrained=timm:NAME.
 
-The vision side's converter (multitx.vision.from_timm) turns a timm
+The vision side's converter (multitx.models.from_timm) turns a timm
 VisionTransformer into a multitx ViT, a PatchTokenizer plus a Trunk: the same
 two modules the captioner's encoder is made of, so their weights move over as
 they are. The encoder's shape (width, depth, heads, biases, CLS token) and the
@@ -11,8 +11,8 @@ from config.yaml without timm or a download.
 
 from omegaconf import DictConfig
 
-from multitx.captioning.model import Captioner
 from multitx.errors import UserError
+from multitx.models.captioner import Captioner
 
 PREFIX = "timm:"
 
@@ -27,7 +27,7 @@ def timm_name(spec: str) -> str:
 def load_vit(spec: str, image_size: int, patch_size: int):
     """The multitx ViT and timm pretrained config of `timm:NAME` (downloaded once by timm),
     with its position table resampled to image_size and its patch kernel to patch_size."""
-    from multitx.vision.from_timm import timm_pretrained
+    from multitx.models.from_timm import timm_pretrained
 
     return timm_pretrained(timm_name(spec), classes=1, image_size=image_size, patch_size=patch_size)
 

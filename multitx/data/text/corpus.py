@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitx.data.text.vocab import CharVocab
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
-from multitx.text.tokenizer import CharTokenizer
 
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -97,7 +97,7 @@ def corpus_text(name: str, data_dir: Path, path: str | None = None) -> str:
 class TokenizedCorpus:
     train: np.ndarray  # (N_train,) uint16 token ids, memory-mapped
     val: np.ndarray  # (N_val,)
-    tokenizer: CharTokenizer
+    tokenizer: CharVocab
 
 
 def load_corpus(name: str, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
@@ -107,7 +107,7 @@ def load_corpus(name: str, data_dir: Path, path: str | None = None) -> Tokenized
     cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
     stamp = cache / "source.sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
-        tokenizer = CharTokenizer.from_text(text)
+        tokenizer = CharVocab.from_text(text)
         if tokenizer.vocab_size > np.iinfo(np.uint16).max:
             raise UserError(f"{name} has {tokenizer.vocab_size} distinct characters, more than 65535")
         ids = np.array(tokenizer.encode(text), dtype=np.uint16)
@@ -117,7 +117,7 @@ def load_corpus(name: str, data_dir: Path, path: str | None = None) -> Tokenized
         atomic_write_bytes(cache / "val.bin", ids[split:].tobytes())
         tokenizer.save(cache / "vocab.json")
         atomic_write_bytes(stamp, digest.encode())
-    tokenizer = CharTokenizer.load(cache / "vocab.json")
+    tokenizer = CharVocab.load(cache / "vocab.json")
     return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
                            np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), tokenizer)
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from multitx.data.images.datasets import ImageSet
 from multitx.errors import UserError
-from multitx.vision.datasets import ImageSet
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

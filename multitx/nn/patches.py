@@ -163,14 +163,14 @@ def tokenizer_class(name: str | None = None, target: str | None = None, module=N
                             f"{' '.join(str(err).split())[:200]}); check the name, "
                             f"and that its folder is on PYTHONPATH or installed") from None
     if target:
-        cls = named_class(target, "model.tokenizer._target_", PatchTokenizer, "multitx.vision.PatchTokenizer")
+        cls = named_class(target, "model.tokenizer._target_", PatchTokenizer, "multitx.PatchTokenizer")
     else:
         if name not in TOKENIZERS:
             raise UserError(f"unknown tokenizer {name!r}; registered: {', '.join(sorted(TOKENIZERS))}. "
                             f"A tokenizer registered in your own module also needs model.tokenizer.module=YOUR_MODULE")
         cls = TOKENIZERS[name]
         if not (isinstance(cls, type) and issubclass(cls, PatchTokenizer)):
-            raise UserError(f"model.tokenizer.name={name} is not a subclass of multitx.vision.PatchTokenizer")
+            raise UserError(f"model.tokenizer.name={name} is not a subclass of multitx.PatchTokenizer")
     return cls
 
 

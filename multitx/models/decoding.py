@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from multitx.captioning.model import Captioner
+from multitx.models.captioner import Captioner
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ def normalize(text: str) -> str:
     return " ".join(words(text))
 
 
-class WordTokenizer:
+class WordVocab:
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
 
     def __init__(self, vocab: list[str]):
@@ -41,7 +41,7 @@ class WordTokenizer:
         self.index = {w: i for i, w in enumerate(self.vocab)}
 
     @classmethod
-    def from_captions(cls, captions, min_count: int = 1) -> "WordTokenizer":
+    def from_captions(cls, captions, min_count: int = 1) -> "WordVocab":
         """Every word seen at least `min_count` times, most frequent first (ties alphabetical)."""
         counts = Counter(w for caption in captions for w in words(caption))
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
@@ -76,7 +76,7 @@ class WordTokenizer:
         Path(path).write_text(json.dumps({"kind": "words", "vocab": self.vocab}, indent=0), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "WordTokenizer":
+    def load(cls, path: Path) -> "WordVocab":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:

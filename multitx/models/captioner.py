@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from multitx.heads import LMHead
+from multitx.nn.heads import LMHead
 from multitx.nn.kv_cache import KVCache
+from multitx.nn.patches import PatchTokenizer, build_tokenizer
+from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk
-from multitx.text.embedder import TextEmbedder
-from multitx.vision.patches import PatchTokenizer, build_tokenizer
 
 
 @dataclass
@@ -35,7 +35,7 @@ class CaptionerConfig:
     patch_size: int = 6
     in_channels: int = 3
     # A registered name ("conv", "linear"), an import path, a PatchTokenizer subclass, or a config
-    # mapping {name | _target_, module, ...}: anything multitx.vision.patches.build_tokenizer takes.
+    # mapping {name | _target_, module, ...}: anything multitx.nn.patches.build_tokenizer takes.
     tokenizer: Any = "conv"
     image_positions: str = "learned"  # learned | sincos | none
     cls_token: bool = False

@@ -6,13 +6,13 @@ from pathlib import Path
 from multitx.errors import UserError
 
 
-class CharTokenizer:
+class CharVocab:
     def __init__(self, chars: str):
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> "CharVocab":
         return cls("".join(sorted(set(text))))
 
     @property
@@ -34,5 +34,5 @@ class CharTokenizer:
         Path(path).write_text(json.dumps({"kind": "char", "chars": self.chars}, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "CharTokenizer":
+    def load(cls, path: Path) -> "CharVocab":
         return cls(json.loads(Path(path).read_text(encoding="utf-8"))["chars"])

@@ -3,7 +3,7 @@
 exact match.
 
 Captions are compared as lower-case words without punctuation
-(multitx.captioning.tokenizer.normalize), in place of the Java PTB tokenizer
+(multitx.data.captions.vocab.normalize), in place of the Java PTB tokenizer
 the COCO toolkit runs first; the scorers themselves are the COCO ones.
 
   bleu4        corpus BLEU-4 (Papineni et al. 2002), closest reference length for the brevity penalty
@@ -14,7 +14,7 @@ the COCO toolkit runs first; the scorers themselves are the COCO ones.
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from multitx.captioning.tokenizer import normalize
+from multitx.data.captions.vocab import normalize
 
 
 def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
