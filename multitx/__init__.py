@@ -3,24 +3,26 @@
     tokens (B, T, D) from TextEmbedder or a PatchTokenizer -> Trunk -> a head
 """
 
+from multitx.data.captions.vocab import WordVocab
 from multitx.data.text.vocab import CharVocab
 from multitx.engine.muon import Muon
 from multitx.engine.task import Task
 from multitx.errors import UserError
+from multitx.loading import Loaded, load
 from multitx.models.captioner import Captioner, CaptionerConfig
 from multitx.models.from_timm import vit_from_timm
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
-from multitx.models.vit import ViT, build_vit
-from multitx.nn import Attention, Block, KVCache, Trace, Trunk, trace
+from multitx.models.vit import ViT, ViTConfig, build_vit
+from multitx.nn import Attention, Block, KVCache, Trace, Trunk, TrunkConfig, trace
 from multitx.nn.heads import ClassifierHead, LMHead
 from multitx.nn.patches import ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, register_tokenizer
 from multitx.nn.text_embedder import TextEmbedder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Attention", "Block", "Captioner", "CaptionerConfig", "CharVocab", "ClassifierHead", "ConvPatches",
-    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches", "Muon",
-    "PatchTokenizer", "Task", "TextEmbedder", "Trace", "Trunk", "UserError", "ViT", "build_vit", "register_tokenizer",
-    "trace", "vit_from_timm",
+    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches", "Loaded", "Muon",
+    "PatchTokenizer", "Task", "TextEmbedder", "Trace", "Trunk", "TrunkConfig", "UserError", "ViT", "ViTConfig",
+    "WordVocab", "build_vit", "load", "register_tokenizer", "trace", "vit_from_timm",
 ]

@@ -52,8 +52,8 @@ def defaults_for(group_args: tuple[str, ...]) -> DictConfig:
 def explain_hydra_error(err: Exception) -> str:
     text = str(err)
     if m := re.search(r"Could not override '([^']+)'", text):
-        return (f"unknown config key '{m.group(1)}'; see the keys with `python -m multitx.train --cfg`, "
-                f"or add a new one with +{m.group(1)}=VALUE")
+        return (f"unknown config key '{m.group(1)}'{moved_hint(m.group(1))}; see the keys with "
+                f"`python -m multitx.train --cfg`, or add a new one with +{m.group(1)}=VALUE")
     if m := re.search(r"Could not find '(\w+)/(\S+)'", text):
         group, name = m.group(1), m.group(2)
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
@@ -62,6 +62,21 @@ def explain_hydra_error(err: Exception) -> str:
         return f"cannot parse the argument '{m.group(1)}'; write key=value (quote values with spaces)"
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return f"invalid configuration: {first}"
+
+
+TRUNK_KEYS = ("dim", "layers", "heads", "mlp_ratio", "activation", "bias", "dropout", "drop_path", "norm_eps")
+
+
+def moved_hint(key: str) -> str:
+    """multitx 0.1's flat trunk keys (model.heads, model.encoder_dim) now live in a trunk section."""
+    leaf = key.removeprefix("model.")
+    if leaf.startswith("encoder_") and leaf.removeprefix("encoder_") in TRUNK_KEYS:
+        return f" (a trunk setting: model.encoder.{leaf.removeprefix('encoder_')})"
+    if leaf == "decoder_layers":
+        return " (a trunk setting: model.decoder.layers)"
+    if key.startswith("model.") and leaf in TRUNK_KEYS:
+        return f" (a trunk setting: model.trunk.{leaf}, or model.encoder.{leaf} / model.decoder.{leaf} for caption)"
+    return ""
 
 
 def check_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:

@@ -51,14 +51,14 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: int = 
 def tiny_charlm_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     return ["task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={run_dir}",
             f"data_dir={run_dir.parent / 'datasets'}", "steps=30", "eval_every=15", "eval_batches=2",
-            "batch_size=8", "model.layers=2", "model.heads=2", "model.dim=32", "model.context=32",
+            "batch_size=8", "model.trunk.layers=2", "model.trunk.heads=2", "model.trunk.dim=32", "model.context=32",
             "show_tokens=20", "progress=false", "warmup_steps=5", *extra]
 
 
 def tiny_caption_args(tmp, *extra: str) -> list[str]:
     return ["task=caption", f"run_dir={tmp / 'run'}", f"data_dir={tmp / 'datasets'}", "data.num_train=120",
-            "data.num_val=12", "data.num_test=12", "model.image_size=16", "model.patch_size=4", "model.dim=32",
-            "model.encoder_dim=32", "model.encoder_layers=1", "model.decoder_layers=1", "model.heads=2",
-            "model.encoder_heads=2", "steps=24", "eval_every=12", "eval_batches=1", "eval_images=12",
+            "data.num_val=12", "data.num_test=12", "model.image_size=16", "model.patch_size=4", "model.decoder.dim=32",
+            "model.encoder.dim=32", "model.encoder.layers=1", "model.decoder.layers=1", "model.decoder.heads=2",
+            "model.encoder.heads=2", "steps=24", "eval_every=12", "eval_batches=1", "eval_images=12",
             "batch_size=8", "captions_per_image=2", "warmup_steps=4", "lr=3e-3", "show_captions=2",
             "progress=false", *extra]

@@ -36,7 +36,7 @@ def good_run(tmp_path_factory):
     def truncate(file: str):
         return lambda folder: (folder / file).write_bytes((folder / file).read_bytes()[:100])
 
-    def without_activation(folder: Path):  # as written before model.activation existed
+    def without_activation(folder: Path):  # as written before model.trunk.activation existed
         config = folder / "config.yaml"
         config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
                                   if not line.strip().startswith("activation:")))
@@ -91,16 +91,17 @@ CASES = [
     (["data.path={missing}"], "does not exist; give an existing UTF-8 file"),
     (["data.path=null"], "data=textfile needs a file"),
     (["data.path={tiny}"], "fewer than context"),
-    (["model.heads=3"], "model.dim=32 is not divisible by model.heads=3"),
+    (["model.trunk.heads=3"], "model.trunk.dim=32 is not divisible by model.trunk.heads=3"),
     (["model.positions=absolute"], "model.positions must be one of learned, sinusoidal, rotary"),
-    (["model.activation=swish"], "model.activation must be one of gelu, relu2"),
+    (["model.trunk.activation=swish"], "model.trunk.activation must be one of gelu, relu2"),
     (["resume={missing}"], "no such checkpoint folder"),
     (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
     (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),
     (["resume={malicious}"], "would run code when unpickled"),
-    (["resume=auto", "model.dim=64"], "different model configuration (model.dim: 32 in the checkpoint, 64 now)"),
-    (["resume=auto", "model.activation=gelu"], "model.activation: relu2 in the checkpoint, gelu now"),
-    (["resume={before_activation}"], "model.activation: gelu in the checkpoint, relu2 now"),
+    (["resume=auto", "model.trunk.dim=64"],
+     "different model configuration (model.trunk.dim: 32 in the checkpoint, 64 now)"),
+    (["resume=auto", "model.trunk.activation=gelu"], "model.trunk.activation: relu2 in the checkpoint, gelu now"),
+    (["resume={before_activation}"], "model.trunk.activation: gelu in the checkpoint, relu2 now"),
     (["resume=auto", "optimizer=adamw"], "was trained with optimizer=muon, not adamw; resume with optimizer=muon"),
     (["resume={broken_config}"], "config.yaml cannot be read (ParserError); use an earlier checkpoint"),
     ([], "already has checkpoints; continue it with resume=auto"),
@@ -154,9 +155,9 @@ def good_image_run(tmp_path_factory):
 
 def image_args(images: Path, run_dir: Path, *extra: str) -> list[str]:
     return ["task=vit_cifar", "data=imagefolder", f"data.root={images}", f"run_dir={run_dir}",
-            f"data_dir={run_dir.parent / 'datasets'}", "model.image_size=16", "model.patch_size=4", "model.dim=16",
-            "model.layers=1", "model.heads=2", "steps=2", "eval_every=2", "batch_size=4", "warmup_steps=1",
-            "device=cpu", "progress=false", *extra]
+            f"data_dir={run_dir.parent / 'datasets'}", "model.image_size=16", "model.patch_size=4",
+            "model.trunk.dim=16", "model.trunk.layers=1", "model.trunk.heads=2", "steps=2", "eval_every=2",
+            "batch_size=4", "warmup_steps=1", "device=cpu", "progress=false", *extra]
 
 
 IMAGE_CASES = [
@@ -171,7 +172,7 @@ IMAGE_CASES = [
     (["task=caption", "data=coco", "data.root={missing}"], "data.root={missing}"),
     (["task=caption", "data=flickr", "data.root={empty}"], "{empty}"),
     (["task=caption", "data=flickr", "data.root={corrupt}"], "captions.txt"),
-    (["model.dim=32"], "was written by a different model configuration"),
+    (["model.trunk.dim=32"], "was written by a different model configuration"),
 ]
 
 

@@ -17,4 +17,4 @@ def test_a_run_too_long_for_the_budget_gets_fewer_steps_and_the_same_evaluations
     assert 1 <= cfg.steps < 1_000_000
     assert cfg.warmup_steps == max(1, round(100_000 * cfg.steps / 1_000_000))
     assert cfg.eval_every * 4 >= cfg.steps > cfg.eval_every * 3  # four evaluations, the last at the end
-    assert cfg.model.dim == 32 and cfg.batch_size == 8  # nothing else changes
+    assert cfg.model.trunk.dim == 32 and cfg.batch_size == 8  # nothing else changes

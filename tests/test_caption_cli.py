@@ -10,11 +10,12 @@ from PIL import Image
 
 from multitx import caption
 from multitx.cli import load_config, run_cli
-from multitx.data.captions.datasets import load_image
 from multitx.data.captions.vocab import WordVocab
+from multitx.data.images.images import decode_image
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
-from multitx.models import captioner_from_timm as pretrained
+from multitx.loading import load
+from multitx.models import from_timm
 from multitx.tasks.caption import CaptionTask
 from tests.conftest import run_module, tiny_caption_args
 
@@ -44,7 +45,7 @@ def picture(trained_run) -> Path:
     """A shapes image, enlarged to 40x40: the CLI resizes it back to the model's 16x16."""
     images = np.load(next((trained_run.parent / "datasets" / "shapes" / "val").rglob("images.npy")))
     path = trained_run.parent / "picture.png"
-    Image.fromarray(images[0]).resize((40, 40)).save(path)
+    Image.fromarray(images[0].transpose(1, 2, 0)).resize((40, 40)).save(path)  # (3, H, W) -> (H, W, 3)
     return path
 
 
@@ -59,9 +60,9 @@ def test_caption_cli_captions_a_png(trained_run, picture):
 def test_caption_cli_greedy_is_the_evaluation_caption(trained_run, picture, capsys):
     run_cli(caption.main, [f"run_dir={trained_run}", f"image={picture}", "beam=1", "checkpoint=latest"])
     printed = capsys.readouterr().out.strip()
-    model, _, _ = caption.load_captioner(trained_run, "latest")
+    model = load(trained_run, "latest").model
     task = CaptionTask(load_config(tiny_caption_args(trained_run.parent)), setup_runtime("cpu", "fp32"))
-    assert printed == task.caption(model, load_image(picture, 16)[None], beam=1)[0]
+    assert printed == task.caption(model, decode_image(picture, 16)[None], beam=1)[0]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -93,14 +94,14 @@ def test_encoder_starts_from_a_timm_vit(tmp_path, monkeypatch):
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4,
                                   num_classes=1).eval()
     stats = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-    monkeypatch.setattr(pretrained, "load_vit", lambda spec, size, patch: (vit_from_timm(reference), stats))
+    monkeypatch.setattr(from_timm, "timm_pretrained", lambda name, **_: (vit_from_timm(reference), stats))
     cfg = load_config(tiny_caption_args(tmp_path, "model.encoder_pretrained=timm:vit_tiny_patch16_224"))
     model = CaptionTask(cfg, setup_runtime("cpu", "fp32")).build_model().eval()
-    assert (cfg.model.encoder_dim, cfg.model.encoder_layers, cfg.model.encoder_heads) == (192, 12, 3)
+    assert (cfg.model.encoder.dim, cfg.model.encoder.layers, cfg.model.encoder.heads) == (192, 12, 3)
     assert cfg.model.tokenizer.cls_token and list(cfg.model.image_mean) == pytest.approx(stats["mean"])
     images = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
-        ours = model.encoder(model.patches(images))
+        ours = model.encoder(model.tokenizer(images))
         theirs = reference.forward_features(images)
         assert model.encode(images).shape == (2, 17, 32)  # 16 patches + CLS, bridged to the decoder's width
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -9,8 +9,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from multitx.data.captions import shapes
-from multitx.data.captions.datasets import CaptionBatches, CaptionSplit, load_image, load_split
+from multitx.data.captions.batches import CaptionBatches
+from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.vocab import WordVocab, normalize
+from multitx.data.images.images import decode_image
 from multitx.errors import UserError
 
 
@@ -65,7 +67,7 @@ def test_shapes_split_is_generated_once_into_data_dir(tmp_path):
     assert len(list((tmp_path / "shapes" / "val").rglob("images.npy"))) == 1
     second = load_split(data, "val", 24, tmp_path)
     assert np.array_equal(first.images, second.images) and first.captions == second.captions
-    assert first.images.shape == (6, 24, 24, 3)
+    assert first.images.shape == (6, 3, 24, 24)
 
 
 # ---------------------------------------------------------------------------------------------- user datasets
@@ -103,10 +105,10 @@ def test_coco_loader(tmp_path):
     make_coco(tmp_path / "coco")
     train = load_split(coco_cfg(tmp_path / "coco"), "train", 16, tmp_path / "cache")
     val = load_split(coco_cfg(tmp_path / "coco"), "val", 16, tmp_path / "cache")
-    assert train.images.shape == (4, 16, 16, 3) and val.images.shape == (2, 16, 16, 3)
+    assert train.images.shape == (4, 3, 16, 16) and val.images.shape == (2, 3, 16, 16)
     assert train.captions[1][0] == "A photo number 1, take 0." and len(train.captions[1]) == 5
     assert train.names[0] == "000000000000.jpg"
-    assert tuple(train.images[1, 8, 8]) == pytest.approx((40, 100, 200), abs=3)  # resized, colours kept
+    assert tuple(train.images[1, :, 8, 8].tolist()) == pytest.approx((40, 100, 200), abs=3)  # resized, colours kept
     assert len(load_split(coco_cfg(tmp_path / "coco", max_images=2), "train", 16, tmp_path / "cache")) == 2
 
 
@@ -148,7 +150,7 @@ def test_flickr_loader(tmp_path, style):
     train = load_split(flickr_cfg(tmp_path / "flickr"), "train", 8, tmp_path / "cache")
     val = load_split(flickr_cfg(tmp_path / "flickr"), "val", 8, tmp_path / "cache")
     assert len(train) == 3 and len(val) == 2 and sorted(train.names + val.names) == names
-    assert train.images.shape == (3, 8, 8, 3)
+    assert train.images.shape == (3, 3, 8, 8)
     i = names.index(val.names[0])
     expected = f"A dog, number {i}, runs." if style == "csv" else f"A dog number {i} runs ."
     assert val.captions[0] == [expected, expected]
@@ -170,18 +172,31 @@ def test_flickr_errors(tmp_path):
         load_split(flickr_cfg(tmp_path / "bad"), "train", 8, tmp_path / "cache")
 
 
-def test_load_image_resizes_any_file(tmp_path):
+def test_decode_image_resizes_any_file(tmp_path):
     write_image(tmp_path / "wide.png", (10, 200, 30), size=(90, 20))
     Image.new("L", (20, 20), 128).save(tmp_path / "grey.png")
-    assert load_image(tmp_path / "wide.png", 12).shape == (12, 12, 3)
-    assert tuple(load_image(tmp_path / "grey.png", 12)[5, 5]) == (128, 128, 128)
+    assert decode_image(tmp_path / "wide.png", 12).shape == (3, 12, 12)
+    assert decode_image(tmp_path / "grey.png", 12)[:, 5, 5].tolist() == [128, 128, 128]
+    assert decode_image(tmp_path / "grey.png", (6, 8), channels=1).shape == (1, 6, 8)
+
+
+def test_decode_image_scales_to_cover_and_crops_the_centre(tmp_path):
+    """A 90x30 image of three 30x30 squares (red, green, blue) at 15x15: the green middle, unstretched."""
+    pixels = np.zeros((30, 90, 3), dtype=np.uint8)
+    for i in range(3):
+        pixels[:, 30 * i : 30 * (i + 1), i] = 255
+    Image.fromarray(pixels).save(tmp_path / "three.png")
+    image = decode_image(tmp_path / "three.png", 15)  # (3, 15, 15)
+    assert image.shape == (3, 15, 15)
+    assert (image[1, :, 2:-2] == 255).all() and (image[[0, 2], :, 2:-2] == 0).all()
+    assert decode_image(tmp_path / "three.png", None).shape == (3, 30, 90)
 
 
 # ---------------------------------------------------------------------------------------------- batches
 
 
 def toy_split(n: int = 10) -> CaptionSplit:
-    images = np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].repeat(1, 3, 4, 4)  # (N, 3, 4, 4)
     captions = [[f"image {i} caption {k}" + " long" * (k % 3) for k in range(1 + i % 3)] for i in range(n)]
     return CaptionSplit(images, captions, [str(i) for i in range(n)])
 

@@ -6,14 +6,14 @@ import torch.nn.functional as F
 
 from multitx.models.captioner import Captioner, CaptionerConfig
 from multitx.models.decoding import beam_search, caption_images, greedy
+from multitx.nn.trunk import TrunkConfig
 
 BOS, EOS, PAD = 1, 2, 0
 
 
 def tiny_captioner(**overrides) -> Captioner:
-    config = CaptionerConfig(vocab_size=23, image_size=16, patch_size=4, encoder_dim=32, encoder_layers=2,
-                             encoder_heads=4, dim=32, decoder_layers=2, heads=4, max_caption_len=12,
-                             **overrides)
+    config = CaptionerConfig(vocab_size=23, image_size=16, patch_size=4, encoder=TrunkConfig(dim=32, layers=2, heads=4),
+                             decoder=TrunkConfig(dim=32, layers=2, heads=4), max_caption_len=12, **overrides)
     model = Captioner(config).eval()
     with torch.no_grad():  # larger weights than the 0.02 init: confident, image-dependent predictions
         for p in model.parameters():

@@ -12,7 +12,7 @@ from multitx import sample, train
 from multitx.cli import run_cli
 from multitx.engine import checkpoint
 from multitx.errors import UserError
-from multitx.sample import load_language_model
+from multitx.loading import load
 from tests.conftest import tiny_charlm_args, write_line_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,7 +67,7 @@ def test_a_damaged_file_is_named_when_loading(finished, tmp_path, file, damage):
         if file == "state.pt":
             checkpoint.load_state(newest)
         else:
-            load_language_model(copy, "latest")
+            load(copy, "latest")
 
 
 def test_sample_names_the_altered_file_in_one_line(finished, tmp_path, capsys):
@@ -110,5 +110,5 @@ def test_resume_auto_with_no_intact_checkpoint_is_one_line(finished, tmp_path, c
 def test_a_checkpoint_from_before_manifests_still_loads(finished, tmp_path):
     _, run_dir = finished
     copy, newest = altered(run_dir, tmp_path, lambda folder: (folder / "manifest.json").unlink())
-    model, _, found = load_language_model(copy, "latest")
+    found = load(copy, "latest").checkpoint
     assert found == newest

@@ -17,7 +17,7 @@ from multitx.engine import checkpoint
 from multitx.engine.metrics import MetricsLog, read_jsonl
 from multitx.engine.trainer import train
 from multitx.errors import UserError
-from multitx.sample import load_language_model
+from multitx.loading import load
 from tests.conftest import REPO, tiny_caption_args, tiny_charlm_args
 from tests.helpers_vision import write_cifar10
 
@@ -78,8 +78,8 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float
 
 def resume_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     # Deterministic CPU maths; a model large enough that a run takes a few seconds.
-    return tiny_charlm_args(corpus, run_dir, "steps=120", "eval_every=10", "model.dim=64", "deterministic=true",
-                            "device=cpu", "show_tokens=0", "model.dropout=0.1", *extra)
+    return tiny_charlm_args(corpus, run_dir, "steps=120", "eval_every=10", "model.trunk.dim=64", "deterministic=true",
+                            "device=cpu", "show_tokens=0", "model.trunk.dropout=0.1", *extra)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
@@ -117,9 +117,9 @@ def test_vit_killed_mid_epoch_with_mixup_resumes_exactly(tmp_path):
 
     def argv(run_dir: Path) -> list[str]:
         return ["task=vit_cifar", f"data_dir={tmp_path / 'data'}", f"run_dir={run_dir}", "batch_size=8",
-                "steps=14", "warmup_steps=2", "eval_every=5", "eval_images=8", "model.dim=24", "model.layers=2",
-                "model.heads=2", "data.workers=1", "deterministic=true", "device=cpu", "progress=false",
-                "task._target_=tests.engine_helpers.KilledViT"]
+                "steps=14", "warmup_steps=2", "eval_every=5", "eval_images=8", "model.trunk.dim=24",
+                "model.trunk.layers=2", "model.trunk.heads=2", "data.workers=1", "deterministic=true", "device=cpu",
+                "progress=false", "task._target_=tests.engine_helpers.KilledViT"]
 
     finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
     killed_then_resumed(argv(tmp_path / "killed"), kill_at=7)
@@ -131,7 +131,7 @@ def test_captioner_killed_mid_run_resumes_exactly(tmp_path):
 
     def argv(folder: Path) -> list[str]:
         return tiny_caption_args(folder, "steps=16", "eval_every=6", "deterministic=true", "device=cpu",
-                                 "model.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner")
+                                 "model.decoder.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner")
 
     finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
     killed_then_resumed(argv(tmp_path / "killed"), kill_at=9)
@@ -161,14 +161,14 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tmp_path, small_corpu
     assert saved is not None, "SIGTERM saves a checkpoint at the next step boundary"
     state = checkpoint.load_state(saved)
     assert 0 < state["step"] < 100000
-    model, _, loaded = load_language_model(run_dir, "latest")  # the weights load into the configured model
+    loaded = load(run_dir, "latest").checkpoint  # the weights load into the configured model
     assert loaded == saved
 
 
 def test_a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_intact(tmp_path, small_corpus):
     run_dir = tmp_path / "run"
     # Steps of about a second: the second Ctrl-C lands before the step boundary the first one waits for.
-    slow = ["steps=100000", "eval_every=1", "batch_size=64", "model.dim=256", "model.context=64"]
+    slow = ["steps=100000", "eval_every=1", "batch_size=64", "model.trunk.dim=256", "model.context=64"]
     process = start_training(*resume_args(small_corpus, run_dir), *slow)
     wait_for_checkpoint(run_dir, process)
     process.send_signal(signal.SIGINT)
@@ -178,7 +178,7 @@ def test_a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_intact(tmp_
     assert process.returncode == 130, err
     assert "stopped at once by a second Ctrl-C" in err and "Traceback" not in err
     checkpoint.load_state(checkpoint.latest(run_dir))
-    load_language_model(run_dir, "latest")  # the weights load into the configured model
+    load(run_dir, "latest")  # the weights load into the configured model
 
 
 class RunsCode:

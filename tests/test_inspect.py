@@ -29,7 +29,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     write_line_corpus(corpus)
     train(load_config(tiny_charlm_args(corpus, tmp / "charlm", "steps=6", "eval_every=6")))
     images = write_imagefolder(tmp / "images", per_class=4)
-    train(load_config(image_args(images, tmp / "vit", "model.layers=2", "steps=2")))
+    train(load_config(image_args(images, tmp / "vit", "model.trunk.layers=2", "steps=2")))
     train(load_config(tiny_caption_args(tmp / "caption", "steps=4", "eval_every=4", "eval_images=2")))
     return {"charlm": tmp / "charlm", "vit": tmp / "vit", "caption": tmp / "caption" / "run", "tmp": tmp,
             "picture": next((images / "val").rglob("*.png"))}

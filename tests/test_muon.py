@@ -10,7 +10,7 @@ from multitx.engine.muon import Muon, newton_schulz, newton_schulz_small_side, o
 from multitx.engine.optimizers import Chained, build_optimizer
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
-from multitx.tasks.charlm import language_model
+from multitx.tasks.charlm import CharLMTask
 from tests.conftest import tiny_charlm_args
 
 
@@ -52,8 +52,8 @@ def test_muon_refuses_anything_but_a_matrix():
 
 
 def test_muon_takes_the_block_matrices_and_adamw_everything_else():
-    cfg = load_config(["task=charlm", "optimizer=muon", "model.layers=2"])
-    model = language_model(cfg.model, vocab_size=50)
+    cfg = load_config(["task=charlm", "optimizer=muon", "model.trunk.layers=2"])
+    model, _ = CharLMTask.build(cfg.model, {"vocab.json": {"kind": "char", "chars": "".join(map(chr, range(65, 115)))}})
     optimizer = build_optimizer(model, cfg, setup_runtime("cpu", "fp32"))
     assert isinstance(optimizer, Chained)
     muon, adamw = optimizer.optimizers

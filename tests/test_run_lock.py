@@ -41,8 +41,8 @@ def test_the_lock_of_a_killed_trainer_is_taken_over(tmp_path, small_corpus, caps
     killed.wait()
     assert f"pid {killed.pid} " in (run_dir / LOCK_FILE).read_text(), "a kill leaves the file naming the holder"
 
-    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, "resume=auto", "model.dim=64", "model.dropout=0.1",
-                                         "steps=12", "eval_every=10", "show_tokens=0"))
+    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, "resume=auto", "model.trunk.dim=64",
+                                         "model.trunk.dropout=0.1", "steps=12", "eval_every=10", "show_tokens=0"))
     out = capsys.readouterr().out
     assert f"named pid {killed.pid} " in out and "which is gone" in out and "takes the folder over" in out
     assert checkpoint.load_state(checkpoint.latest(run_dir))["step"] == 12

@@ -6,15 +6,17 @@ import torch
 from einops import rearrange
 
 import multitx
-from multitx import Captioner, CaptionerConfig, LanguageModel, LanguageModelConfig, build_vit
+from multitx import Captioner, CaptionerConfig, LanguageModel, LanguageModelConfig, TrunkConfig, build_vit
 
 
 def tiny_models() -> dict[str, tuple[torch.nn.Module, tuple]]:
     torch.manual_seed(0)
-    lm = LanguageModel(LanguageModelConfig(vocab_size=13, context=16, dim=32, layers=2, heads=4, positions="rotary"))
+    lm = LanguageModel(LanguageModelConfig(vocab_size=13, context=16, positions="rotary",
+                                           trunk=TrunkConfig(dim=32, layers=2, heads=4)))
     vit = build_vit(image_size=16, patch_size=4, dim=24, layers=3, heads=3, classes=5)
-    captioner = Captioner(CaptionerConfig(vocab_size=20, image_size=16, patch_size=4, encoder_dim=24, encoder_layers=1,
-                                          encoder_heads=2, dim=32, decoder_layers=2, heads=4))
+    captioner = Captioner(CaptionerConfig(vocab_size=20, image_size=16, patch_size=4,
+                                          encoder=TrunkConfig(dim=24, layers=1, heads=2),
+                                          decoder=TrunkConfig(dim=32, layers=2, heads=4)))
     for model in (lm, vit, captioner):
         for p in model.parameters():  # away from the near-uniform start, so the maps say something
             torch.nn.init.normal_(p, std=0.3)

@@ -4,14 +4,14 @@ that the KV cache changes speed, not results."""
 import pytest
 import torch
 
-from multitx import LanguageModel, LanguageModelConfig, Trunk
+from multitx import LanguageModel, LanguageModelConfig, Trunk, TrunkConfig
 from multitx.nn.attention import Attention
 from multitx.nn.trace import trace
 
 
 def tiny_lm(positions: str = "learned", context: int = 16, **kw) -> LanguageModel:
-    return LanguageModel(LanguageModelConfig(vocab_size=11, context=context, dim=32, layers=2, heads=4,
-                                             positions=positions, **kw)).eval()
+    return LanguageModel(LanguageModelConfig(vocab_size=11, context=context, positions=positions,
+                                             trunk=TrunkConfig(dim=32, layers=2, heads=4, **kw))).eval()
 
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
@@ -91,7 +91,7 @@ def test_cross_attention_reads_the_memory():
 
 def test_a_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
-    model = LanguageModel(LanguageModelConfig(vocab_size=11, context=16, dim=64, layers=2, heads=4))
+    model = LanguageModel(LanguageModelConfig(vocab_size=11, context=16, trunk=TrunkConfig(dim=64, layers=2, heads=4)))
     ids = torch.randint(0, 11, (4, 17))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):

@@ -152,8 +152,8 @@ def test_custom_tokenizer_from_python():
 
 def vision_args(root, run_dir, *extra):
     return ["task=vit_cifar", "data=imagefolder", f"data.root={root}", f"run_dir={run_dir}", "steps=2",
-            "eval_every=2", "batch_size=4", "model.image_size=16", "model.dim=24", "model.layers=1",
-            "model.heads=2", "augment.policy=none", "progress=false", "device=cpu", *extra]
+            "eval_every=2", "batch_size=4", "model.image_size=16", "model.trunk.dim=24", "model.trunk.layers=1",
+            "model.trunk.heads=2", "augment.policy=none", "progress=false", "device=cpu", *extra]
 
 
 def test_custom_tokenizer_by_import_path_on_the_command_line(tmp_path):

@@ -198,8 +198,8 @@ def test_tiny_vit_cifar_run_end_to_end(tmp_path, monkeypatch):
     write_cifar10(tmp_path / "data", per_batch=16)
     run = tmp_path / "run"
     cfg = load_config(["task=vit_cifar", f"data_dir={tmp_path / 'data'}", f"run_dir={run}", "steps=4",
-                       "eval_every=2", "batch_size=8", "warmup_steps=1", "model.dim=24", "model.layers=2",
-                       "model.heads=2", "progress=false", "device=cpu"])
+                       "eval_every=2", "batch_size=8", "warmup_steps=1", "model.trunk.dim=24", "model.trunk.layers=2",
+                       "model.trunk.heads=2", "progress=false", "device=cpu"])
     metrics = train(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
@@ -225,8 +225,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", no_network)
     write_cifar10(tmp_path / "data", per_batch=16)  # 80 images: 10 batches of 8 an epoch
     base = ["task=vit_cifar", f"data_dir={tmp_path / 'data'}", "batch_size=8", "warmup_steps=1", "steps=6",
-            "eval_every=3", "eval_images=8", "model.dim=24", "model.layers=2", "model.heads=2", "progress=false",
-            "device=cpu"]
+            "eval_every=3", "eval_images=8", "model.trunk.dim=24", "model.trunk.layers=2", "model.trunk.heads=2",
+            "progress=false", "device=cpu"]
     train(load_config([*base, f"run_dir={tmp_path / 'a'}"]))
     train(load_config([*base, f"run_dir={tmp_path / 'b'}", f"resume={tmp_path / 'a/checkpoints/step_0000003'}"]))
     a = load_file(str(tmp_path / "a/checkpoints/step_0000006/model.safetensors"))

@@ -8,6 +8,22 @@ the device, then normalisation and Mixup/CutMix there.
 
 --source random (default) feeds CIFAR-sized random uint8 images (50,000), so no
 dataset is needed: the cost of the path does not depend on what the pixels show.
+
+The current figures, with their commands, machine and day, are in the README ("Speed and
+results"). What follows is the history of earlier ones.
+
+Tuning history
+--------------
+`python -m multitx.benchmarks.vit_data --workers 0 1 2` (task=vit_cifar's pipeline: random
+crop, AutoAugment, random erasing per image, flip, Mixup/CutMix per batch, batch 128) gave
+1,424 / 1,281 / 2,409 images/s with 0 / 1 / 2 worker processes on the Zen 1 of 2026-11-23
+(a 2-core first-generation AMD EPYC), flipping image by image then.
+
+Flipping the batch at once (one torch.where) rather than image by image made the flip-only
+path (`python -m multitx.benchmarks.vit_data task=vit_fashion augment.flip=true
+data.root=/usr/share/datasets/fashion-mnist --workers 0`) 4-5 times as fast on 2026-12-01
+(the 2-core Zen 5): 438,000-522,000 against 101,000 images/s, alternating runs; with
+AutoAugment it makes no measurable difference.
 """
 
 import argparse

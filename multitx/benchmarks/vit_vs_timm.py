@@ -12,6 +12,24 @@ torch.inference_mode. Each round times every model for --steps steps, after
 Rows: timm, multitx (as it runs by default), and multitx with its CLS shortcut
 switched off (every token through the last block, as timm computes it), so
 that the source of a difference is visible.
+
+The current figures, with their command, machine and day, are in the README ("Speed and
+results"). What follows is the history of earlier ones.
+
+Tuning history
+--------------
+`python -m multitx.benchmarks.vit_vs_timm --device cpu` (fp32, 2 CPU threads, medians of 5
+alternating rounds) on the Zen 1 of 2026-11-23, the project's 2-core first-generation AMD EPYC
+(family 23) of that day:
+
+  model                              train images/s  vs timm   inference images/s  vs timm
+  timm VisionTransformer                       42.9    1.00x                145.6    1.00x
+  multitx ViT                                  55.2    1.29x                168.4    1.16x
+  multitx ViT, CLS shortcut off                46.3    1.08x                141.2    0.97x
+
+Training ranged over the rounds 40-46 (timm), 52-56 (multitx) and 43-48 (multitx without the
+shortcut) images/s; an earlier run that day gave 1.20x / 1.16x. (timm's 116 images/s in the
+issue is from an earlier day.)
 """
 
 import argparse
@@ -41,7 +59,7 @@ def build_models(device: torch.device) -> dict[str, nn.Module]:
     reference = timm.models.VisionTransformer(img_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=6,
                                               num_heads=3, mlp_ratio=4.0)
     ours = build_vit(**SHAPE, tokenizer="conv", pool="cls")
-    full = FullTrunkViT(*(m for m in build_vit(**SHAPE, tokenizer="conv").children()))
+    full = FullTrunkViT.from_config(ours.config)
     return {"timm VisionTransformer": reference.to(device), "multitx ViT": ours.to(device),
             "multitx ViT, no CLS shortcut": full.to(device)}
 

@@ -5,7 +5,9 @@ Layout: RUN_DIR/checkpoints/step_0001000/
     state.pt            optimizer, step, RNG states, data position, best metric;
                         tensors and plain types only, read with torch.load(weights_only=True)
     config.yaml         the run's full config, plain YAML
-    manifest.json       the sha256 of model.safetensors and state.pt, taken as they were written
+    vocab.json ...      what inference needs besides the weights (the task's artifacts: a
+                        vocabulary, class names), so that each checkpoint folder is complete alone
+    manifest.json       the sha256 of model.safetensors, state.pt and the artifacts, as they were written
 
 Loading checks each file against the manifest first, so a file altered or cut
 short after the write is named instead of half-loaded; resume=auto then falls
@@ -26,6 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from multitx.config.migrate import migrate
+from multitx.config.schema import leaves
 from multitx.engine.trust import refuse_code
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, fsync_path, sha256_file
@@ -73,7 +77,7 @@ def resolve(run_dir: Path, which: str = "best") -> Path:
 
 
 def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_yaml: str, *,
-         keep: int = 2, is_best: bool = False) -> Path:
+         keep: int = 2, is_best: bool = False, artifacts: dict[str, dict] | None = None) -> Path:
     checkpoints = Path(run_dir) / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step_{step:07d}"
@@ -85,9 +89,12 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_y
         with open(tmp / "state.pt", "wb") as f:
             torch.save(state, f)
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        manifest = {"sha256": {name: sha256_file(tmp / name) for name in HASHED}}
+        for name, content in (artifacts or {}).items():
+            (tmp / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
+        hashed = (*HASHED, *(artifacts or {}))
+        manifest = {"sha256": {name: sha256_file(tmp / name) for name in hashed}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for name in (*FILES, MANIFEST):
+        for name in (*FILES, *(artifacts or {}), MANIFEST):
             fsync_path(tmp / name)
         if final.exists():  # same step saved again (e.g. final save right after an eval save)
             shutil.rmtree(final)
@@ -190,19 +197,28 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                         f"use the model.* settings it was trained with")
 
 
-# Settings added after runs were first written, with the value those runs had.
-FORMER_MODEL_DEFAULTS = {"activation": "gelu"}
-FORMER_OPTIMIZER = "adamw"
-
-
 def read_config(folder: Path) -> DictConfig:
-    """FOLDER/config.yaml (a run's or a checkpoint's), with settings older runs did not write filled in."""
-    cfg = OmegaConf.load(Path(folder) / "config.yaml")
-    if isinstance(cfg.get("model"), DictConfig):
-        for key, value in FORMER_MODEL_DEFAULTS.items():
-            if key not in cfg.model:
-                cfg.model[key] = value
-    return cfg
+    """FOLDER/config.yaml (a run's or a checkpoint's), in today's shape (config/migrate.py)."""
+    return migrate(OmegaConf.load(Path(folder) / "config.yaml"))
+
+
+def read_artifacts(folder: Path, names, run_dir: Path | None = None) -> dict[str, dict]:
+    """The artifact files `names` of a checkpoint folder (checked against its manifest), or of its
+    run folder for checkpoints written before each checkpoint held its own."""
+    out = {}
+    for name in names:
+        file = Path(folder) / name
+        if file.is_file():
+            verify(folder, (name,))
+        elif run_dir is not None and (Path(run_dir) / name).is_file():
+            file = Path(run_dir) / name
+        else:
+            raise UserError(f"{file} is missing; is {folder} a complete checkpoint of a finished or running run?")
+        try:
+            out[name] = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{file} cannot be read ({type(err).__name__}); use another checkpoint") from None
+    return out
 
 
 def check_resumable(folder: Path, cfg: DictConfig) -> None:
@@ -212,21 +228,17 @@ def check_resumable(folder: Path, cfg: DictConfig) -> None:
     if not (Path(folder) / "config.yaml").exists():
         return
     try:
-        saved = OmegaConf.to_container(OmegaConf.load(Path(folder) / "config.yaml"))
+        saved = OmegaConf.to_container(read_config(folder))
     except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many kinds
         raise UserError(f"{folder}/config.yaml cannot be read ({type(err).__name__}); "
                         f"use an earlier checkpoint") from None
-    saved_model, now = saved.get("model") or {}, OmegaConf.to_container(cfg.model, resolve=True)
-
-    def then(key):  # a setting the checkpoint predates had its former default
-        return saved_model.get(key, FORMER_MODEL_DEFAULTS.get(key, "unset"))
-
-    changed = [f"model.{key}: {then(key)} in the checkpoint, {now.get(key, 'unset')} now"
-               for key in sorted(set(saved_model) | set(now)) if then(key) != now.get(key, "unset")]
+    then, now = dict(leaves(saved.get("model") or {})), dict(leaves(OmegaConf.to_container(cfg.model, resolve=True)))
+    changed = [f"model.{key}: {then.get(key, 'unset')} in the checkpoint, {now.get(key, 'unset')} now"
+               for key in sorted(set(then) | set(now)) if then.get(key, "unset") != now.get(key, "unset")]
     if changed:
         raise UserError(f"{folder} was written by a different model configuration ({'; '.join(changed[:3])}); "
                         f"use the model.* settings it was trained with, or a new run_dir")
-    optimizer = saved.get("optimizer", FORMER_OPTIMIZER)
+    optimizer = saved.get("optimizer", "adamw")
     if optimizer != cfg.optimizer:
         raise UserError(f"{folder} was trained with optimizer={optimizer}, not {cfg.optimizer}; "
                         f"resume with optimizer={optimizer}, or start a new run_dir")

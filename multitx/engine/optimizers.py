@@ -2,8 +2,9 @@
 
 adamw: AdamW on everything, weight decay on matrices (dim >= 2) only, as nanoGPT and
     timm do; a model can exempt more parameters by name through `no_weight_decay()`.
-muon:  Muon (engine/muon.py) on the weight matrices of the transformer blocks, and
-    AdamW as above on the rest: embeddings, patch tokenizer, heads, norms, biases.
+muon:  Muon (engine/muon.py) on the matrices a model names in `matrix_parameters()` (the
+    transformer blocks' projections), and AdamW as above on the rest: embeddings, patch
+    tokenizer, heads, norms, biases. The engine knows no model class: the model says which.
 
 Each param group starts at its own peak learning rate (lr, or muon.lr); the trainer
 scales every group by the same warm-up and cosine schedule.
@@ -15,7 +16,6 @@ from omegaconf import DictConfig
 from multitx.engine.muon import Muon
 from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
-from multitx.nn.trunk import Block
 
 OPTIMIZERS = ("adamw", "muon")
 
@@ -46,13 +46,6 @@ class Chained:
             optimizer.load_state_dict(saved)
 
 
-def block_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The 2-D weights inside transformer blocks (attention and MLP projections): Muon's share."""
-    found = {id(p): p for block in model.modules() if isinstance(block, Block)
-             for p in block.parameters() if p.dim() == 2 and p.requires_grad}
-    return list(found.values())
-
-
 def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], cfg: DictConfig,
           runtime: Runtime) -> torch.optim.AdamW:
     decay = [p for n, p in named_params if p.dim() >= 2 and n not in exempt]
@@ -71,9 +64,11 @@ def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -
         return adamw(named, exempt, cfg, runtime)
     if cfg.optimizer != "muon":
         raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    matrices = block_matrices(model)
+    matrices = [p for p in model.matrix_parameters() if p.requires_grad] if hasattr(model, "matrix_parameters") \
+        else []
     if not matrices:
-        raise UserError("optimizer=muon found no transformer blocks in this model; use optimizer=adamw")
+        raise UserError(f"optimizer=muon needs the model to name its weight matrices (matrix_parameters()); "
+                        f"{type(model).__name__} names none: use optimizer=adamw")
     taken = {id(p) for p in matrices}
     muon = Muon(matrices, lr=cfg.muon.lr, momentum=cfg.muon.momentum, weight_decay=cfg.muon.weight_decay,
                 ns_steps=cfg.muon.ns_steps)

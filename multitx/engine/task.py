@@ -4,9 +4,17 @@ A task ties a model, its data, its loss and its metrics together. The engine
 (multitx/engine/trainer.py) only calls the methods below, so adding a task
 means writing a subclass and a config file under multitx/config/task/; the
 trunk and the loop stay as they are.
+
+One path from a run's settings to its model, for training and for loading:
+
+    artifacts()                       what the data decided and inference needs ({"vocab.json": {...}}),
+                                      saved in every checkpoint folder
+    build(cfg.model, artifacts)       the model from its settings and those artifacts, plus what a user
+                                      of it needs ({"vocab": ...} or {"classes": [...]}): the trainer
+                                      (through build_model) and multitx.load both call it
 """
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -36,8 +44,22 @@ class Task:
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         self.cfg, self.runtime = cfg, runtime
 
-    def build_model(self) -> nn.Module:
+    rules: dict = {}  # this task's keys -> their multitx.config.rules Rule, checked before anything is built
+    artifact_files: tuple[str, ...] = ()  # the names artifacts() returns, e.g. ("vocab.json",)
+
+    def artifacts(self) -> dict[str, dict]:
+        """What inference needs besides the weights, as JSON objects by file name: a vocabulary, class names."""
+        return {}
+
+    @classmethod
+    def build(cls, settings: Mapping, artifacts: dict[str, dict]) -> tuple[nn.Module, dict]:
+        """The model a run's `model:` settings describe, sized by its artifacts, and what a user of the
+        model needs besides it ({"vocab": CharVocab} or {"classes": [...]})."""
         raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        """The model to train: by default the one `build` makes from this run's settings."""
+        return self.build(self.cfg.model, self.artifacts())[0]
 
     def train_batches(self):
         """An endless iterator of training batches (on the CPU) with
@@ -65,6 +87,3 @@ class Task:
         """A few validation images to draw at each evaluation (RUN_DIR/plots/samples.png and
         TensorBoard), with what the model made of them; optional: None draws only the loss curves."""
         return None
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        """Write what inference needs besides the weights (a vocabulary, class names)."""

@@ -12,6 +12,7 @@ signals (SIGTERM / Ctrl-C save at the next step boundary) live here, so that
 tasks only say what a batch, a loss and a metric are.
 """
 
+import json
 import math
 import os
 import signal
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from multitx.config.schema import validate
+from multitx.config.schema import SHARED, validate
 from multitx.engine import checkpoint
 from multitx.engine.metrics import MetricsLog
 from multitx.engine.optimizers import build_optimizer
@@ -77,10 +78,25 @@ def check_same_global_batch(state: dict, cfg: DictConfig, runtime: Runtime, fold
                         f"where it was")
 
 
+def data_position(state: dict, cfg: DictConfig, say=print) -> dict:
+    """The data iterator's state in a checkpoint. multitx 0.1's samplers saved theirs another way
+    (a generator's state); such a run goes on from as many batches into a fresh draw as it had taken."""
+    data = state["data"]
+    if {"seed", "epoch", "position"} <= data.keys():
+        return data
+    batches = state["step"] * cfg.grad_accum
+    say(f"this checkpoint's data position was written by multitx 0.1, which drew batches another way: the data "
+        f"goes on {batches} batches into today's order (the run resumes, but not bit for bit)", flush=True)
+    return {"seed": cfg.seed, "epoch": 0, "position": batches, "former": True}
+
+
 def train(cfg: DictConfig) -> dict:
     """Train cfg.task as configured; returns the last evaluation's metrics.
-    Every setting is checked first, then the run folder is locked for this trainer alone."""
-    validate(cfg)
+    Every setting is checked first (the shared ones, the task's `rules`, the dataset's), then the run
+    folder is locked for this trainer alone."""
+    SHARED["task._target_"].check("task._target_", cfg.task.get("_target_"))
+    task_class = named_class(cfg.task._target_, "task._target_", Task)
+    validate(cfg, task_class.rules)
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = RunLock(Path(cfg.run_dir))
     refusal = None
@@ -99,12 +115,12 @@ def train(cfg: DictConfig) -> dict:
         print(f"{lock.path} named {lock.took_over}, which is gone (killed?); this run takes the folder over",
               flush=True)
     try:
-        return train_locked(cfg, runtime)
+        return train_locked(cfg, runtime, task_class)
     finally:
         lock.release(remove_empty_folder=True)
 
 
-def train_locked(cfg: DictConfig, runtime: Runtime) -> dict:
+def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> dict:
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -112,7 +128,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime) -> dict:
     run_dir = Path(cfg.run_dir)
     start_from = resume_point(cfg, run_dir, say=print if runtime.is_main else lambda *_, **__: None)
 
-    task: Task = named_class(cfg.task._target_, "task._target_", Task)(cfg, runtime)
+    task = task_class(cfg, runtime)
     try:
         model = task.build_model().to(runtime.device)
     except ValueError as err:  # the model's own checks: head count, position kind, ...
@@ -131,18 +147,20 @@ def train_locked(cfg: DictConfig, runtime: Runtime) -> dict:
         state = checkpoint.load_state(start_from)
         optimizer.load_state_dict(state["optimizer"])
         check_same_global_batch(state, cfg, runtime, start_from)
-        batches.load_state_dict(state["data"])
+        batches.load_state_dict(data_position(state, cfg, say=print if runtime.is_main else lambda *_, **__: None))
         step, best, skipped = state["step"], state["best"], state.get("skipped", 0)
         if runtime.rank < len(state["rng"]):
             set_rng_state(state["rng"][runtime.rank])
         else:  # more processes than the checkpoint had: a fresh stream for this one
             seed_everything(cfg.seed + runtime.rank + 1_000_003 * step)
 
-    config_yaml = OmegaConf.to_yaml(cfg)
+    config_yaml = OmegaConf.to_yaml(cfg)  # after build_model: a model started from timm records what was built
+    artifacts = task.artifacts()
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        task.save_artifacts(run_dir)
+        for name, content in artifacts.items():  # each checkpoint holds them too
+            (run_dir / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
     log = MetricsLog(run_dir, enabled=runtime.is_main)
 
     forward_model = torch.compile(model) if cfg.compile else model
@@ -165,7 +183,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime) -> dict:
         state = {"step": step, "optimizer": optimizer.state_dict(), "data": batches.state_dict(), "rng": states,
                  "best": best, "skipped": skipped, "processes": runtime.world_size, "batch_size": cfg.batch_size}
         return checkpoint.save(run_dir, step, model, state, config_yaml, keep=cfg.keep_checkpoints,
-                               is_best=is_best)
+                               is_best=is_best, artifacts=artifacts)
 
     metrics: dict = {}
     window_loss, window_steps, window_items, window_time = 0.0, 0, 0, 0.0

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multitx.errors import UserError
 
-BUILT_IN_TASKS = {"multitx.tasks.charlm.CharLMTask", "multitx.tasks.vit.ViTTask", "multitx.tasks.caption.CaptionTask"}
+BUILT_IN = "multitx.tasks."  # the tasks that come with multitx: task._target_=multitx.tasks.MODULE.CLASS
 CODE_KEYS = ("_target_", "module")
 
 
@@ -30,11 +30,17 @@ def code_named(cfg: DictConfig) -> list[tuple[str, object]]:
             if isinstance(value, dict):
                 walk(value, f"{path}.")
             elif key in CODE_KEYS and value not in (None, "", []) and not (path == "task._target_"
-                                                                          and value in BUILT_IN_TASKS):
+                                                                          and is_built_in(value)):
                 found.append((path, value))
 
     walk(OmegaConf.to_container(cfg, resolve=False), "")
     return found
+
+
+def is_built_in(target) -> bool:
+    """A task of multitx's own: multitx.tasks.MODULE.CLASS, nothing deeper."""
+    return isinstance(target, str) and target.startswith(BUILT_IN) and target.count(".") == 3 \
+        and all(part.isidentifier() for part in target.split("."))
 
 
 def refuse_code(cfg: DictConfig, source: Path, trust_code: bool) -> None:

@@ -4,26 +4,23 @@ One function a task family, each returning an Inspection: what went in, what cam
 out, and the trace of every attention layer on the way.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from multitx.caption import load_captioner
 from multitx.config.schema import task_kind
-from multitx.data.captions.datasets import images_to_tensor, load_image, load_split
-from multitx.data.images.datasets import load_images, read_image
+from multitx.data.captions.datasets import load_split
+from multitx.data.images.datasets import load_images
+from multitx.data.images.images import decode_image
 from multitx.data.text.corpus import load_corpus
 from multitx.engine import checkpoint
 from multitx.errors import UserError
+from multitx.loading import load
 from multitx.models.decoding import caption_images
-from multitx.models.vit import vit_from_settings
 from multitx.nn.trace import Trace, trace
-from multitx.sample import load_language_model
 
 
 @dataclass
@@ -56,28 +53,29 @@ def kind_of(run_dir: Path, trust_code: bool):
 
 def inspect_charlm(run_dir: Path, cfg, which: str, prompt: str | None, device, trust_code: bool,
                    new_tokens: int = 48, seed: int = 1) -> Inspection:
-    model, tokenizer, found = load_language_model(run_dir, which, device, trust_code=trust_code)
+    run = load(run_dir, which, device=device, trust_code=trust_code, tool="multitx.inspect")
+    model, vocab, found = run.model, run.vocab, run.checkpoint
     context = model.config.context
     if prompt is None:  # the start of the run's own validation text, from a line's beginning
         corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        if corpus.tokenizer.chars != tokenizer.chars:
+        if corpus.tokenizer.chars != vocab.chars:
             raise UserError(f"the corpus of {run_dir} has changed since training; give prompt=\"...\" instead")
-        text = tokenizer.decode(np.asarray(corpus.val[: 4 * context]).tolist())
+        text = vocab.decode(np.asarray(corpus.val[: 4 * context]).tolist())
         start = text.find("\n") + 1 if "\n" in text[: context] else 0
         prompt, source = text[start : start + max(context // 2, 1)], "the start of the run's validation text"
     else:
         source = "prompt=" + repr(prompt)
     if not prompt:
         raise UserError("prompt= is empty; give some text, e.g. prompt=\"def \"")
-    ids = torch.tensor([tokenizer.encode(prompt)[-context:]], device=device)  # (1, T); unknown characters: one line
+    ids = torch.tensor([vocab.encode(prompt)[-context:]], device=device)  # (1, T); unknown characters: one line
     room = max(0, min(new_tokens, context - ids.shape[1]))
     generator = torch.Generator(device).manual_seed(seed)
     with torch.no_grad():
         ids = model.generate(ids, room, temperature=0.8, top_k=40, generator=generator) if room else ids
         with trace(model) as recorded:
             model(ids)
-    chars = [char_label(c) for c in tokenizer.decode(ids[0].tolist())]
-    written = tokenizer.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
+    chars = [char_label(c) for c in vocab.decode(ids[0].tolist())]
+    written = vocab.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
     output = f"prompt: {prompt}\nwritten: {written}" if room else f"prompt: {prompt} (fills the context)"
     return Inspection("charlm", found, source, chars, chars, output, recorded, model)
 
@@ -86,22 +84,15 @@ def vit_input(cfg, info: dict, image: str | None) -> tuple[np.ndarray, str]:
     """(H, W, C) uint8 at the model's size: the file given, or the first image of the run's evaluation split."""
     size, channels = tuple(info["image_size"]), int(info["channels"])
     if image:
-        return read_image(Path(image), "RGB" if channels == 3 else "L", size), f"image={image}"
+        return decode_image(Path(image), size, channels).permute(1, 2, 0).numpy(), f"image={image}"
     _, evaluation = load_images(cfg.data, Path(cfg.data_dir), size)
     truth = evaluation.classes[int(evaluation.labels[0])]
     return evaluation.images[0].permute(1, 2, 0).numpy(), f"the first evaluation image of the run (a {truth})"
 
 
 def inspect_vit(run_dir: Path, cfg, which: str, image: str | None, device, top_k: int = 5) -> Inspection:
-    info_file = run_dir / "classes.json"
-    if not info_file.is_file():
-        raise UserError(f"{run_dir} has no classes.json; is it a finished ViT run?")
-    info = json.loads(info_file.read_text(encoding="utf-8"))
-    model = vit_from_settings(OmegaConf.to_container(cfg.model, resolve=True), image_size=tuple(info["image_size"]),
-                              in_channels=int(info["channels"]), classes=len(info["classes"]))
-    found = checkpoint.resolve(run_dir, which)
-    checkpoint.load_weights(model, found)
-    model = model.to(device).eval()
+    run = load(run_dir, which, device=device, tool="multitx.inspect")
+    model, found, info = run.model, run.checkpoint, {**run.info, "classes": run.classes}
     pixels, source = vit_input(cfg, info, image)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -122,24 +113,26 @@ def inspect_vit(run_dir: Path, cfg, which: str, image: str | None, device, top_k
 
 
 def inspect_caption(run_dir: Path, cfg, which: str, image: str | None, device, trust_code: bool) -> Inspection:
-    model, tokenizer, found = load_captioner(run_dir, which, device, trust_code=trust_code)
+    run = load(run_dir, which, device=device, trust_code=trust_code, tool="multitx.inspect")
+    model, vocab, found = run.model, run.vocab, run.checkpoint
     size = model.config.image_size
     if image:
-        pixels, source = load_image(Path(image), size), f"image={image}"
+        pixels, source = decode_image(Path(image), size), f"image={image}"  # (3, H, W) uint8
     else:
         split = load_split(cfg.data, "val", size, cfg.data_dir)
         pixels, source = split.images[0], f"the first validation image of the run ({split.names[0]})"
-    x = images_to_tensor(pixels[None]).to(device).float() / 255  # (1, 3, H, W)
+    x = pixels[None].to(device).float() / 255  # (1, 3, H, W)
+    pixels = pixels.permute(1, 2, 0).numpy()  # (H, W, 3) uint8, the picture as drawn
     with torch.no_grad():
-        words = caption_images(model, x, bos=tokenizer.bos_id, eos=tokenizer.eos_id, beam=1)[0]
-        ids = torch.tensor([[tokenizer.bos_id, *words, tokenizer.eos_id]], device=device)  # (1, n + 2)
+        words = caption_images(model, x, bos=vocab.bos_id, eos=vocab.eos_id, beam=1)[0]
+        ids = torch.tensor([[vocab.bos_id, *words, vocab.eos_id]], device=device)  # (1, n + 2)
         with trace(model) as recorded:
             model(x, ids)  # teacher-forced over its own caption: query j writes word j + 1
-    reads = ["<bos>"] + [tokenizer.vocab[i] for i in words]  # what the decoder reads
-    writes = [tokenizer.vocab[i] for i in words] + ["<eos>"]  # what each position writes
-    h, w = model.patches.grid
-    return Inspection("caption", found, source, writes, reads, tokenizer.decode(words), recorded, model,
-                      image=pixels, grid=(h, w), prefix=model.patches.num_prefix_tokens, shown_words=writes)
+    reads = ["<bos>"] + [vocab.vocab[i] for i in words]  # what the decoder reads
+    writes = [vocab.vocab[i] for i in words] + ["<eos>"]  # what each position writes
+    h, w = model.tokenizer.grid
+    return Inspection("caption", found, source, writes, reads, vocab.decode(words), recorded, model,
+                      image=pixels, grid=(h, w), prefix=model.tokenizer.num_prefix_tokens, shown_words=writes)
 
 
 def inspect_run(run_dir: Path, *, which: str = "best", prompt: str | None = None, image: str | None = None,

@@ -15,85 +15,73 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
+from multitx.config.settings import from_data
 from multitx.nn.heads import LMHead
 from multitx.nn.kv_cache import KVCache
 from multitx.nn.patches import PatchTokenizer, build_tokenizer
 from multitx.nn.text_embedder import TextEmbedder
-from multitx.nn.trunk import Trunk
+from multitx.nn.trunk import Trunk, TrunkConfig
+
+
+def default_tokenizer() -> dict:
+    return {"name": "conv", "_target_": None, "module": None, "positions": "learned", "cls_token": False}
 
 
 @dataclass
 class CaptionerConfig:
-    vocab_size: int
-    pad_id: int = 0  # caption padding: ignored by the loss, masked in attention
-    unk_id: int = 3  # what word dropout puts in place of a word
+    vocab_size: int = from_data()  # the word vocabulary's size
+    pad_id: int = from_data(default=0)  # caption padding: ignored by the loss, masked in attention
+    unk_id: int = from_data(default=3)  # what word dropout puts in place of a word
+    in_channels: int = from_data(default=3)
     # image encoder
     image_size: int = 48
     patch_size: int = 6
-    in_channels: int = 3
-    # A registered name ("conv", "linear"), an import path, a PatchTokenizer subclass, or a config
-    # mapping {name | _target_, module, ...}: anything multitx.nn.patches.build_tokenizer takes.
-    tokenizer: Any = "conv"
-    image_positions: str = "learned"  # learned | sincos | none
-    cls_token: bool = False
-    encoder_dim: int = 128
-    encoder_layers: int = 3
-    encoder_heads: int = 4
-    encoder_mlp_ratio: float = 4.0
-    encoder_bias: bool = False  # True for timm ViT weights
-    encoder_norm_eps: float = 1e-5  # 1e-6 for timm ViT weights
-    image_mean: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))  # images arrive in [0, 1]
-    image_std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5))
+    # A registered name ("conv", "linear", "convstem"), or a mapping {name | _target_, module, positions,
+    # cls_token, ...}: anything multitx.nn.patches.build_tokenizer takes.
+    tokenizer: Any = field(default_factory=default_tokenizer)
+    encoder: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=128, layers=3, heads=4))
+    encoder_pretrained: str | None = None  # timm:NAME the encoder started from (read when training starts)
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # images arrive in [0, 1]
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     # text decoder
-    dim: int = 128
-    decoder_layers: int = 3
-    heads: int = 4
-    positions: str = "learned"  # learned | sinusoidal | rotary
+    decoder: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=128, layers=3, heads=4))
+    positions: str = "learned"  # caption word positions: learned | sinusoidal | rotary
     max_caption_len: int = 24  # tokens, <bos> and <eos> included
-    mlp_ratio: float = 4.0
-    bias: bool = False  # biases in Linear and LayerNorm
-    dropout: float = 0.0  # both halves
     # In training, this share of the decoder's input words (not <bos>) is replaced by <unk>, so that
     # the next word cannot always be guessed from the words before it: the decoder must read the image.
     word_dropout: float = 0.0
-
-
-def build_patch_tokenizer(config: CaptionerConfig) -> PatchTokenizer:
-    return build_tokenizer(config.tokenizer, image_size=config.image_size, patch_size=config.patch_size,
-                           in_channels=config.in_channels, dim=config.encoder_dim, positions=config.image_positions,
-                           cls_token=config.cls_token)
+    label_smoothing: float = 0.0  # of the training loss's targets
 
 
 class Captioner(nn.Module):
     """encode(images) -> memory; decode(ids, memory) -> logits; forward does both and the loss.
 
-    patch_tokenizer: pass your own PatchTokenizer (dim = config.encoder_dim) to
-    replace the one named by config.tokenizer.
+    tokenizer: pass your own PatchTokenizer (dim = config.encoder.dim) to replace
+    the one config.tokenizer names.
     """
 
-    def __init__(self, config: CaptionerConfig, patch_tokenizer: PatchTokenizer | None = None):
+    def __init__(self, config: CaptionerConfig, tokenizer: PatchTokenizer | None = None):
         super().__init__()
         self.config = c = config
-        self.patches = patch_tokenizer or build_patch_tokenizer(c)
-        self.encoder = Trunk(dim=c.encoder_dim, layers=c.encoder_layers, heads=c.encoder_heads,
-                             mlp_ratio=c.encoder_mlp_ratio, dropout=c.dropout, bias=c.encoder_bias,
-                             norm_eps=c.encoder_norm_eps)
+        self.tokenizer = tokenizer or build_tokenizer(c.tokenizer, image_size=c.image_size, patch_size=c.patch_size,
+                                                      in_channels=c.in_channels, dim=c.encoder.dim)
+        self.encoder = Trunk.from_config(c.encoder)
         # The decoder reads the memory at its own width.
-        self.bridge = nn.Linear(c.encoder_dim, c.dim) if c.encoder_dim != c.dim else nn.Identity()
-        self.embed = TextEmbedder(c.vocab_size, c.dim, c.max_caption_len, positions=c.positions, dropout=c.dropout)
-        self.decoder = Trunk(dim=c.dim, layers=c.decoder_layers, heads=c.heads, mlp_ratio=c.mlp_ratio,
-                             dropout=c.dropout, bias=c.bias, causal=True, cross_attention=True,
-                             rotary_positions=c.max_caption_len if c.positions == "rotary" else 0)
-        self.head = LMHead(c.dim, c.vocab_size, tie_to=self.embed.token)
+        self.bridge = nn.Linear(c.encoder.dim, c.decoder.dim) if c.encoder.dim != c.decoder.dim else nn.Identity()
+        self.embed = TextEmbedder(c.vocab_size, c.decoder.dim, c.max_caption_len, positions=c.positions,
+                                  dropout=c.decoder.dropout)
+        self.decoder = Trunk.from_config(c.decoder, causal=True, cross_attention=True,
+                                         rotary_positions=c.max_caption_len if c.positions == "rotary" else 0)
+        self.head = LMHead(c.decoder.dim, c.vocab_size, tie_to=self.embed.token)
         self.register_buffer("mean", torch.tensor(c.image_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(c.image_std).view(1, -1, 1, 1), persistent=False)
+        self._register_load_state_dict_pre_hook(rename_former_tensors)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W), floats in [0, 1] -> memory (B, N, D): the patch tokens the decoder reads."""
-        tokens = self.patches((images - self.mean) / self.std)  # (B, N, De)
+        tokens = self.tokenizer((images - self.mean) / self.std)  # (B, N, De)
         return self.bridge(self.encoder(tokens))  # (B, N, D)
 
     def decode(self, ids: torch.Tensor, memory: torch.Tensor, *, mask: torch.Tensor | None = None,
@@ -109,7 +97,7 @@ class Captioner(nn.Module):
         x = self.decoder(x, memory=memory, mask=mask, cache=cache)  # (B, T, D)
         return self.head(x)  # (B, T, vocab)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, *, label_smoothing: float = 0.0):
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, *, label_smoothing: float | None = None):
         """Teacher forcing. images (B, 3, H, W) in [0, 1]; ids (B, T+1) = <bos> w1 .. wn <eos> <pad>...,
         or (B, R, T+1): R captions of each image, decoded against one encoding of it.
 
@@ -128,8 +116,9 @@ class Captioner(nn.Module):
             drop[:, 0] = False  # <bos> stays
             inputs = inputs.masked_fill(drop, self.config.unk_id)
         logits = self.decode(inputs, memory, mask=mask)
+        smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.config.pad_id,
-                               label_smoothing=label_smoothing)
+                               label_smoothing=smoothing)
         return logits, loss
 
     def new_cache(self, batch: int, *, device=None, dtype=None) -> KVCache:
@@ -139,24 +128,19 @@ class Captioner(nn.Module):
                                       dtype=dtype or weight.dtype)
 
     def no_weight_decay(self) -> set[str]:
-        names = {f"patches.{n}" for n in self.patches.no_weight_decay()} | {"embed.position"}
+        names = {f"tokenizer.{n}" for n in self.tokenizer.no_weight_decay()} | {"embed.position"}
         return names & {n for n, _ in self.named_parameters()}
+
+    def matrix_parameters(self) -> list[nn.Parameter]:
+        """Both trunks' weight matrices (Muon's share), the encoder's first."""
+        return self.encoder.matrices() + self.decoder.matrices()
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def captioner_config(model_cfg, vocab_size: int, pad_id: int = 0, unk_id: int = 3) -> CaptionerConfig:
-    """CaptionerConfig from the `model:` section of a caption run's config."""
-    m, t = model_cfg, model_cfg.tokenizer
-    tokenizer = {k: v for k, v in OmegaConf.to_container(t, resolve=True).items()
-                 if k not in ("positions", "cls_token") and v is not None}
-    return CaptionerConfig(
-        vocab_size=vocab_size, pad_id=pad_id, unk_id=unk_id, image_size=m.image_size, patch_size=m.patch_size,
-        tokenizer=tokenizer, image_positions=t.positions, cls_token=t.cls_token,
-        encoder_dim=m.encoder_dim, encoder_layers=m.encoder_layers, encoder_heads=m.encoder_heads,
-        encoder_mlp_ratio=m.encoder_mlp_ratio, encoder_bias=m.encoder_bias, encoder_norm_eps=m.encoder_norm_eps,
-        image_mean=tuple(m.image_mean), image_std=tuple(m.image_std),
-        dim=m.dim, decoder_layers=m.decoder_layers, heads=m.heads, positions=m.positions,
-        max_caption_len=m.max_caption_len, mlp_ratio=m.mlp_ratio, dropout=m.dropout, bias=m.bias,
-        word_dropout=m.word_dropout)
+
+def rename_former_tensors(state_dict, prefix, *args) -> None:
+    """Checkpoints written before multitx 0.2 named the patch tokenizer `patches`; it is `tokenizer`, as in a ViT."""
+    for key in [k for k in state_dict if k.startswith(prefix + "patches.")]:
+        state_dict[prefix + "tokenizer." + key[len(prefix + "patches."):]] = state_dict.pop(key)

@@ -1,4 +1,5 @@
-"""Writing captions: greedy and beam search, one word at a time with a KV cache.
+"""Writing, one token at a time with a KV cache: sampling the next token (the char LM,
+`sample_next`), and greedy and beam search for captions.
 
 The image is encoded once. At the first step each cross-attention layer turns
 the memory into keys and values and keeps them in the cache; after that only
@@ -11,6 +12,19 @@ from dataclasses import dataclass
 import torch
 
 from multitx.models.captioner import Captioner
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, vocab) -> one sampled id per row (B, 1). temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 @torch.no_grad()

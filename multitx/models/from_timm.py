@@ -21,13 +21,15 @@ register tokens, QK-norm, fc_norm, attention pooling and friends are refused by 
 """
 
 import re
+from dataclasses import replace
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from multitx.errors import UserError
-from multitx.models.vit import ViT, build_vit
+from multitx.models.vit import ViT, ViTConfig
+from multitx.nn.trunk import TrunkConfig
 
 BLOCK_NAMES = {
     "norm1": "norm_attn", "attn.qkv": "attn.to_qkv", "attn.proj": "attn.proj", "norm2": "norm_mlp",
@@ -35,20 +37,22 @@ BLOCK_NAMES = {
 }
 
 
-def timm_settings(model: nn.Module) -> dict:
-    """build_vit() keywords that give the shape of a timm VisionTransformer; refuses what multitx lacks."""
+def timm_config(model: nn.Module, *, tokenizer: str = "conv") -> ViTConfig:
+    """The ViTConfig of a timm VisionTransformer's shape; refuses what multitx lacks."""
     problems = unsupported(model)
     if problems:
         raise UserError(f"cannot convert this timm model to a multitx ViT: {'; '.join(problems)}")
     block = model.blocks[0]
     dim = model.embed_dim
-    return {
-        "image_size": tuple(model.patch_embed.img_size), "patch_size": tuple(model.patch_embed.patch_size),
-        "in_channels": model.patch_embed.proj.in_channels, "classes": model.num_classes, "dim": dim,
-        "layers": len(model.blocks), "heads": block.attn.num_heads, "mlp_ratio": block.mlp.fc1.out_features / dim,
-        "pool": "cls" if model.global_pool == "token" else "mean",
-        "positions": "learned" if model.pos_embed is not None else "none", "cls_token": model.cls_token is not None,
-    }
+    trunk = TrunkConfig(dim=dim, layers=len(model.blocks), heads=block.attn.num_heads,
+                        mlp_ratio=block.mlp.fc1.out_features / dim, bias=True, norm_eps=float(model.norm.eps))
+    return ViTConfig(
+        classes=model.num_classes, in_channels=model.patch_embed.proj.in_channels,
+        image_size=list(model.patch_embed.img_size), patch_size=list(model.patch_embed.patch_size),
+        tokenizer={"name": tokenizer, "_target_": None, "module": None,
+                   "positions": "learned" if model.pos_embed is not None else "none",
+                   "cls_token": model.cls_token is not None},
+        trunk=trunk, pool="cls" if model.global_pool == "token" else "mean")
 
 
 def unsupported(model: nn.Module) -> list[str]:
@@ -133,26 +137,23 @@ def convert_state_dict(state: dict[str, torch.Tensor], *, linear_patches: bool =
     return out
 
 
-def vit_from_timm(model: nn.Module, *, tokenizer: str = "conv", **overrides) -> ViT:
+def vit_from_timm(model: nn.Module, *, tokenizer: str = "conv", **trunk_overrides) -> ViT:
     """A multitx ViT with the shape and weights of a timm VisionTransformer; both
-    give the same logits. tokenizer: "conv" or "linear". overrides: build_vit
-    keywords that do not change the shape (dropout, drop_path)."""
-    settings = {**timm_settings(model), **overrides}
-    eps = model.norm.eps
-    vit = build_vit(tokenizer=tokenizer, **settings)
-    for m in vit.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.eps = eps
+    give the same logits. tokenizer: "conv" or "linear". trunk_overrides: TrunkConfig
+    fields that do not change the shape (dropout, drop_path)."""
+    config = timm_config(model, tokenizer=tokenizer)
+    config.trunk = replace(config.trunk, **trunk_overrides)
+    vit = ViT.from_config(config)
     state = convert_state_dict(model.state_dict(), linear_patches=tokenizer == "linear")
     missing, unexpected = vit.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position") or settings["positions"] == "learned"]
+    missing = [k for k in missing if not k.endswith("position") or config.tokenizer["positions"] == "learned"]
     if missing or unexpected:
         raise UserError(f"timm weights do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return vit
 
 
 def timm_pretrained(name: str, *, classes: int, image_size, patch_size=None, in_channels: int = 3,
-                    **overrides) -> tuple[ViT, dict]:
+                    **trunk_overrides) -> tuple[ViT, dict]:
     """timm.create_model(name, pretrained=True) converted to a multitx ViT, with a
     new `classes`-way head. timm resamples the position table to `image_size`
     (and the patch kernel to `patch_size`, if given). Returns the model and timm's
@@ -169,4 +170,4 @@ def timm_pretrained(name: str, *, classes: int, image_size, patch_size=None, in_
         raise UserError(f"could not load pretrained timm weights {name!r} ({reason}); a timm model name such as "
                         f"vit_tiny_patch16_224.augreg_in21k, downloaded once from the Hugging Face Hub "
                         f"(then cached; HF_HUB_OFFLINE=1 uses the cache only)") from None
-    return vit_from_timm(model, **overrides), dict(getattr(model, "pretrained_cfg", None) or {})
+    return vit_from_timm(model, **trunk_overrides), dict(getattr(model, "pretrained_cfg", None) or {})

@@ -1,40 +1,41 @@
-"""A GPT: text embedder -> causal trunk -> LM head tied to the embedding."""
+"""A GPT: text embedder -> causal trunk -> LM head tied to the embedding.
 
-from dataclasses import dataclass
+With causal=False the same model reads the whole sequence at once: the
+encoder-only masked language model of task=mlm (BERT's objective on characters).
+"""
+
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multitx.config.settings import from_data
+from multitx.models.decoding import sample_next
 from multitx.nn.heads import LMHead
 from multitx.nn.text_embedder import TextEmbedder
-from multitx.nn.trunk import Trunk
+from multitx.nn.trunk import Trunk, TrunkConfig
 
 
 @dataclass
 class LanguageModelConfig:
-    vocab_size: int
+    vocab_size: int = from_data()  # the vocabulary's size
     context: int = 256  # longest sequence the model reads at once
-    dim: int = 384  # width D of every token vector
-    layers: int = 6
-    heads: int = 6  # head size Dh = dim / heads
-    dropout: float = 0.0
     positions: str = "learned"  # learned | sinusoidal | rotary
-    bias: bool = False  # biases in Linear and LayerNorm (GPT-2 had them; they barely help)
-    mlp_ratio: float = 4.0
-    activation: str = "gelu"  # in the MLP: gelu | relu2
+    causal: bool = True  # each token sees only those before it (False: all of them, for task=mlm)
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)  # dim, layers, heads, ... (nn/trunk.py)
 
 
 class LanguageModel(nn.Module):
     def __init__(self, config: LanguageModelConfig):
         super().__init__()
         self.config = config
-        self.embed = TextEmbedder(config.vocab_size, config.dim, config.context, positions=config.positions,
-                                  dropout=config.dropout)
-        self.trunk = Trunk(dim=config.dim, layers=config.layers, heads=config.heads, mlp_ratio=config.mlp_ratio,
-                           dropout=config.dropout, bias=config.bias, causal=True, activation=config.activation,
-                           rotary_positions=config.context if config.positions == "rotary" else 0)
-        self.head = LMHead(config.dim, config.vocab_size, tie_to=self.embed.token)
+        width = config.trunk.dim
+        self.embed = TextEmbedder(config.vocab_size, width, config.context, positions=config.positions,
+                                  dropout=config.trunk.dropout)
+        self.trunk = Trunk.from_config(config.trunk, causal=config.causal,
+                                       rotary_positions=config.context if config.positions == "rotary" else 0)
+        self.head = LMHead(width, config.vocab_size, tie_to=self.embed.token)
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None):
         """ids: (B, T) -> logits (B, T, vocab), and the mean cross-entropy against
@@ -43,7 +44,7 @@ class LanguageModel(nn.Module):
         tokens = self.embed(ids, start)  # (B, T, D)
         logits = self.head(self.trunk(tokens, cache=cache))  # (B, T, vocab)
         loss = None
-        if targets is not None:
+        if targets is not None:  # a target of -100 (cross_entropy's ignore_index) is not scored
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
 
@@ -70,18 +71,10 @@ class LanguageModel(nn.Module):
             step_input = next_id
         return ids
 
+    def matrix_parameters(self) -> list[nn.Parameter]:
+        """The trunk's weight matrices (Muon's share); embeddings and norms are not."""
+        return self.trunk.matrices()
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-
-def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, vocab) -> one sampled id per row (B, 1). temperature 0 is greedy."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)

@@ -6,15 +6,36 @@ The trunk is the same class that runs the char GPT, here without the causal
 mask. Any PatchTokenizer fits, the built-in ones or a user's own.
 """
 
-from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
 
+from multitx.config.settings import from_data
 from multitx.errors import UserError
 from multitx.nn.heads import ClassifierHead
 from multitx.nn.patches import PatchTokenizer, build_tokenizer
-from multitx.nn.trunk import Trunk
+from multitx.nn.trunk import Trunk, TrunkConfig
+
+
+def default_tokenizer() -> dict:
+    return {"name": "conv", "_target_": None, "module": None, "positions": "learned", "cls_token": True}
+
+
+@dataclass
+class ViTConfig:
+    classes: int = from_data()  # the dataset's classes
+    in_channels: int = from_data(default=3)  # 1 (grey) or 3 (RGB)
+    image_size: Any = 32  # one number or [H, W]
+    patch_size: Any = 4  # must divide image_size
+    # A registered name ("conv", "linear", "convstem"), or a mapping {name | _target_, module, positions,
+    # cls_token, ...any keyword of the tokenizer class}: anything multitx.nn.patches.build_tokenizer takes.
+    tokenizer: Any = field(default_factory=default_tokenizer)
+    trunk: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=192, layers=9, heads=12, mlp_ratio=2.0,
+                                                                   bias=True, norm_eps=1e-6))  # timm's ViT
+    pool: str = "cls"  # cls | mean: the classifier reads the CLS token, or the mean of the patch tokens
+    pretrained: str | None = None  # timm:NAME the weights started from (read when training starts, not here)
 
 
 class ViT(nn.Module):
@@ -24,9 +45,13 @@ class ViT(nn.Module):
     computes attention, projection and MLP for that one token alone (keys and
     values still come from every token; Trunk's `queries=1`). The logits are exactly
     those of the full computation; it skips work that would be thrown away.
+
+    Built from its config (`ViT.from_config`, as training and multitx.load do), or assembled
+    by hand from the three parts: ViT(tokenizer, trunk, head).
     """
 
-    def __init__(self, tokenizer: PatchTokenizer, trunk: Trunk, head: ClassifierHead):
+    def __init__(self, tokenizer: PatchTokenizer, trunk: Trunk, head: ClassifierHead, *,
+                 config: ViTConfig | None = None):
         super().__init__()
         if tokenizer.dim != trunk.dim:
             raise UserError(f"the tokenizer makes {tokenizer.dim}-wide tokens but the trunk is {trunk.dim} wide")
@@ -36,6 +61,22 @@ class ViT(nn.Module):
             raise UserError("pool=cls reads the CLS token, but the tokenizer has none: "
                             "set model.tokenizer.cls_token=true or model.pool=mean")
         self.tokenizer, self.trunk, self.head = tokenizer, trunk, head
+        self.config = config  # what it was built from (None when assembled by hand)
+
+    @classmethod
+    def from_config(cls, config: ViTConfig, tokenizer: PatchTokenizer | None = None) -> "ViT":
+        """The ViT `config` describes; `tokenizer`: your own PatchTokenizer (dim = config.trunk.dim)
+        instead of the one config.tokenizer names."""
+        c = config
+        if c.pool not in ("cls", "mean"):
+            raise UserError(f"model.pool must be cls or mean, got {c.pool!r}")
+        spec = c.tokenizer
+        if isinstance(spec, dict) and spec.get("cls_token") is None:
+            spec = {**spec, "cls_token": c.pool == "cls"}  # a CLS token exactly when the head reads one
+        tokenizer = tokenizer or build_tokenizer(spec, image_size=c.image_size, patch_size=c.patch_size,
+                                                 in_channels=c.in_channels, dim=c.trunk.dim)
+        head = ClassifierHead(c.trunk.dim, c.classes, pool=c.pool, dropout=c.trunk.dropout)
+        return cls(tokenizer, Trunk.from_config(c.trunk), head, config=c)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(images)  # (B, N, D)
@@ -47,35 +88,30 @@ class ViT(nn.Module):
         names = {f"tokenizer.{n}" for n in self.tokenizer.no_weight_decay()}
         return names & {n for n, _ in self.named_parameters()}
 
-
-def build_vit(*, image_size=32, patch_size=4, in_channels: int = 3, classes: int = 10, dim: int = 192,
-              layers: int = 9, heads: int = 12, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
-              pool: str = "cls", tokenizer="conv", positions: str = "learned", cls_token: bool | None = None,
-              activation: str = "gelu", **tokenizer_options) -> ViT:
-    """A ViT from plain settings. `tokenizer` is a PatchTokenizer instance, a
-    PatchTokenizer subclass, a registered name ("conv", "linear"), an import path
-    ("my_pkg.MyTokenizer") or a config mapping; classes get image_size, patch_size,
-    in_channels, dim, positions, cls_token and any `tokenizer_options`.
-    cls_token defaults to pool == "cls". Biases and LayerNorm eps 1e-6 as in timm."""
-    if pool not in ("cls", "mean"):
-        raise UserError(f"model.pool must be cls or mean, got {pool!r}")
-    if not isinstance(tokenizer, PatchTokenizer):
-        defaults = {"positions": positions, "cls_token": pool == "cls" if cls_token is None else cls_token}
-        if isinstance(tokenizer, Mapping):  # a config's own settings win over these defaults
-            defaults = {k: v for k, v in defaults.items() if tokenizer.get(k) is None}
-        tokenizer_options = {**defaults, **tokenizer_options}
-    if dim % heads:
-        raise UserError(f"model.dim={dim} is not divisible by model.heads={heads}")
-    tok = build_tokenizer(tokenizer, image_size=image_size, patch_size=patch_size, in_channels=in_channels, dim=dim,
-                          **tokenizer_options)
-    trunk = Trunk(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=True,
-                  drop_path=drop_path, norm_eps=1e-6, activation=activation)
-    return ViT(tok, trunk, ClassifierHead(dim, classes, pool=pool, dropout=dropout))
+    def matrix_parameters(self) -> list[nn.Parameter]:
+        """The trunk's weight matrices (Muon's share); the tokenizer and head are not."""
+        return self.trunk.matrices()
 
 
-def vit_from_settings(model: Mapping, *, image_size, in_channels: int, classes: int) -> ViT:
-    """The ViT that a run's `model:` settings describe (as plain values), for its data's channels and classes."""
-    keys = ("patch_size", "dim", "layers", "heads", "mlp_ratio", "dropout", "drop_path", "pool", "tokenizer",
-            "activation")
-    return build_vit(image_size=image_size, in_channels=in_channels, classes=classes,
-                     **{key: model[key] for key in keys if key in model})
+TRUNK_FIELDS = {f.name for f in fields(TrunkConfig)}
+
+
+def build_vit(*, classes: int = 10, tokenizer="conv", positions: str = "learned", cls_token: bool | None = None,
+              bias: bool = True, norm_eps: float = 1e-6, **settings) -> ViT:
+    """A ViT from flat keywords, for Python use: build_vit(image_size=32, dim=192, layers=9, heads=12, classes=10).
+    TrunkConfig's fields (dim, layers, heads, mlp_ratio, ...) go to the trunk, the rest to ViTConfig.
+    `tokenizer`: a registered name, a config mapping, or a PatchTokenizer subclass or instance; a name or class
+    gets `positions`, `cls_token` (default: pool == "cls") and any keyword the class takes (e.g. stem_width)."""
+    trunk = TrunkConfig(bias=bias, norm_eps=norm_eps, **{k: settings.pop(k) for k in list(settings)
+                                                         if k in TRUNK_FIELDS})
+    vit_fields = {f.name for f in fields(ViTConfig)}
+    options = {k: settings.pop(k) for k in list(settings) if k not in vit_fields}  # the tokenizer's own keywords
+    config = ViTConfig(classes=classes, trunk=trunk, **settings)
+    if isinstance(tokenizer, PatchTokenizer):
+        return ViT.from_config(config, tokenizer)
+    if isinstance(tokenizer, str) and "." not in tokenizer:
+        tokenizer = {"name": tokenizer}
+    elif isinstance(tokenizer, str | type):
+        tokenizer = {"_target_": tokenizer}
+    config.tokenizer = {"positions": positions, "cls_token": cls_token, **tokenizer, **options}
+    return ViT.from_config(config)

@@ -29,6 +29,7 @@ from torch import nn
 
 from multitx.errors import UserError
 from multitx.imports import named_class
+from multitx.nn.positions import sincos_2d
 
 TOKENIZERS: dict[str, type["PatchTokenizer"]] = {}
 
@@ -49,19 +50,6 @@ def pair(x) -> tuple[int, int]:
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         raise UserError(f"a size is one positive whole number or two ([H, W]), got {x!r}")
     return values[0], values[1]
-
-
-def sincos_2d(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Fixed 2-D sin-cos positions (h*w, D): half the channels encode the row,
-    half the column (as in MAE and "Better plain ViT baselines")."""
-    if dim % 4:
-        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
-    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float32),
-                                torch.arange(grid_w, dtype=torch.float32), indexing="ij")
-    inv_freq = 1.0 / base ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (D/4,)
-    r = rows.flatten()[:, None] * inv_freq  # (h*w, D/4)
-    c = cols.flatten()[:, None] * inv_freq
-    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1)  # (h*w, D)
 
 
 class PatchTokenizer(nn.Module):
@@ -151,7 +139,7 @@ class ConvPatches(PatchTokenizer):
         return rearrange(self.proj(images), "b d h w -> b (h w) d")  # (B, D, h, w) -> (B, h*w, D)
 
 
-def tokenizer_class(name: str | None = None, target: str | None = None, module=None) -> type[PatchTokenizer]:
+def tokenizer_class(name: str | None = None, target: str | type | None = None, module=None) -> type[PatchTokenizer]:
     """The tokenizer class a config names: `target` is an import path (`my_pkg.MyTokenizer`),
     `name` a registered name (`conv`); `module` (a name or list of names) is imported first,
     so that the tokenizers it registers are known."""
@@ -162,7 +150,9 @@ def tokenizer_class(name: str | None = None, target: str | None = None, module=N
             raise UserError(f"model.tokenizer.module={mod}: cannot import it ({type(err).__name__}: "
                             f"{' '.join(str(err).split())[:200]}); check the name, "
                             f"and that its folder is on PYTHONPATH or installed") from None
-    if target:
+    if isinstance(target, type) and issubclass(target, PatchTokenizer):  # a class, given from Python
+        cls = target
+    elif target:
         cls = named_class(target, "model.tokenizer._target_", PatchTokenizer, "multitx.PatchTokenizer")
     else:
         if name not in TOKENIZERS:

@@ -1,7 +1,8 @@
 """Position information for token sequences.
 
 Attention itself is order-blind: it mixes a set of tokens. Order comes from
-one of these, chosen by name (``learned``, ``sinusoidal``, ``rotary``).
+one of these, chosen by name: for words ``learned``, ``sinusoidal`` or ``rotary``;
+for image patches (multitx/nn/patches.py) ``learned`` or ``sincos``, the 2-D table below.
 """
 
 import math
@@ -51,3 +52,16 @@ class Rotary(nn.Module):
         first, second = x.chunk(2, dim=-1)
         rotated = torch.cat([-second, first], dim=-1)
         return x * cos + rotated * sin
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions (h*w, D): half the channels encode the row,
+    half the column (as in MAE and "Better plain ViT baselines")."""
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
+    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float32),
+                                torch.arange(grid_w, dtype=torch.float32), indexing="ij")
+    inv_freq = 1.0 / base ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (D/4,)
+    r = rows.flatten()[:, None] * inv_freq  # (h*w, D/4)
+    c = cols.flatten()[:, None] * inv_freq
+    return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1)  # (h*w, D)

@@ -9,6 +9,7 @@ The trunk does not know whether its tokens came from characters or pixels.
 """
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -87,6 +88,20 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm_mlp(x)))
 
 
+@dataclass
+class TrunkConfig:
+    """The settings of one trunk: `model.trunk` (or `model.encoder`, `model.decoder`) in a run's config."""
+    dim: int = 384  # width D of every token vector
+    layers: int = 6
+    heads: int = 6  # head size Dh = dim / heads
+    mlp_ratio: float = 4.0  # the MLP's hidden width is dim * mlp_ratio
+    activation: str = "gelu"  # in the MLP: gelu | relu2
+    bias: bool = False  # biases in Linear and LayerNorm (GPT-2 and timm's ViT have them)
+    dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last block (0 in the first, linear between)
+    norm_eps: float = 1e-5  # LayerNorm epsilon (timm's ViT: 1e-6)
+
+
 class Trunk(nn.Module):
     """A stack of `layers` blocks of width `dim`, then a final LayerNorm.
 
@@ -111,12 +126,20 @@ class Trunk(nn.Module):
             for rate in rates
         )
         self.norm_out = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
+        self.config = TrunkConfig(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, activation=activation,
+                                  bias=bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps)
         self.apply(init_gpt2)
         # GPT-2: scale the projections that write into the residual stream by
         # 1/sqrt(2 * layers), so the stream's variance does not grow with depth.
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
+
+    @classmethod
+    def from_config(cls, config: TrunkConfig, *, causal: bool = False, cross_attention: bool = False,
+                    rotary_positions: int = 0) -> "Trunk":
+        """The trunk `config` describes; how it is wired (causal, cross-attention, rotary) is the model's choice."""
+        return cls(**asdict(config), causal=causal, cross_attention=cross_attention, rotary_positions=rotary_positions)
 
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -140,6 +163,10 @@ class Trunk(nn.Module):
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:
         return KVCache.empty(layers=len(self.blocks), batch=batch, heads=self.heads, max_len=max_len,
                              head_dim=self.dim // self.heads, device=device, dtype=dtype)
+
+    def matrices(self) -> list[nn.Parameter]:
+        """The blocks' 2-D weights (attention and MLP projections), in block order: what Muon trains."""
+        return [p for block in self.blocks for p in block.parameters() if p.dim() == 2]
 
     def attention_modules(self) -> list[Attention]:
         return [m for m in self.modules() if isinstance(m, Attention)]

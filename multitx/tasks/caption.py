@@ -9,19 +9,22 @@ eval_beam > 1) and scores them against all their references: BLEU-4, CIDEr,
 exact match. The vocabulary is saved as RUN_DIR/vocab.json.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from multitx.data.captions.datasets import CaptionBatches, CaptionSplit, images_to_tensor, load_split
+from multitx.config.schema import CAPTION
+from multitx.config.settings import from_settings, plain, settings_of
+from multitx.data.captions.batches import CaptionBatches
+from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.metrics import caption_scores
 from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task
-from multitx.models import captioner_from_timm as pretrained
-from multitx.models.captioner import Captioner, captioner_config
+from multitx.models.captioner import Captioner, CaptionerConfig
+from multitx.models.captioner_from_timm import captioner_from_timm
 from multitx.models.decoding import caption_images
 
 DECODE_CHUNK = 256  # images captioned at once when evaluating
@@ -30,6 +33,8 @@ DECODE_CHUNK = 256  # images captioned at once when evaluating
 class CaptionTask(Task):
     name = "caption"
     unit = "captions"
+    rules = CAPTION
+    artifact_files = ("vocab.json",)
     watch = ("bleu4", "max")
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
@@ -39,30 +44,41 @@ class CaptionTask(Task):
         self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
         saved = Path(cfg.run_dir) / "vocab.json"
         if cfg.resume and saved.exists():  # a resumed run keeps the vocabulary its weights were trained on
-            self.tokenizer = WordVocab.load(saved)
+            self.vocab = WordVocab.load(saved)
         else:
             captions = (c for caps in self.train_split.captions for c in caps)
-            self.tokenizer = WordVocab.from_captions(captions, cfg.data.min_word_count)
+            self.vocab = WordVocab.from_captions(captions, cfg.data.min_word_count)
+
+    def artifacts(self) -> dict[str, dict]:
+        return {"vocab.json": self.vocab.state()}
+
+    @classmethod
+    def build(cls, settings, artifacts) -> tuple[Captioner, dict]:
+        vocab = WordVocab.from_state(artifacts["vocab.json"])
+        settings = {**plain(settings), "encoder_pretrained": None}  # the weights come from the checkpoint
+        config = from_settings(CaptionerConfig, settings, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id,
+                               unk_id=vocab.unk_id)
+        return Captioner(config), {"vocab": vocab}
 
     def build_model(self) -> Captioner:
-        m, vit = self.cfg.model, None
-        if m.encoder_pretrained:  # timm:NAME: the encoder takes the ViT's shape, then its weights
-            vit, pretrained_cfg = pretrained.load_vit(m.encoder_pretrained, m.image_size, m.patch_size)
-            pretrained.apply_settings(m, pretrained.encoder_settings(vit, pretrained_cfg))
-        model = Captioner(captioner_config(m, self.tokenizer.vocab_size, self.tokenizer.pad_id, self.tokenizer.unk_id))
-        if vit is not None:
-            pretrained.copy_encoder(model, vit)
+        spec = self.cfg.model.get("encoder_pretrained")
+        if not spec:
+            return self.build(self.cfg.model, self.artifacts())[0]
+        model, _ = self.build(self.cfg.model, self.artifacts())  # the YAML's shape, the vocabulary's size
+        model = captioner_from_timm(replace(model.config, encoder_pretrained=spec))
+        with open_dict(self.cfg):  # config.yaml records the encoder that was built: timm's shape
+            self.cfg.model = settings_of(model.config)
         return model
 
     def train_batches(self) -> CaptionBatches:
         # Under DDP every process draws the same global batch and keeps its own slice of it.
-        return CaptionBatches(self.train_split, self.tokenizer, self.cfg.batch_size, self.cfg.model.max_caption_len,
+        return CaptionBatches(self.train_split, self.vocab, self.cfg.batch_size, self.cfg.model.max_caption_len,
                               seed=self.cfg.seed, captions_per_image=self.cfg.captions_per_image,
                               rank=self.runtime.rank, world_size=self.runtime.world_size)
 
     def loss(self, model, batch) -> torch.Tensor:
         images = batch["images"].float() / 255  # (B, 3, H, W) in [0, 1]
-        return model(images, batch["ids"], label_smoothing=self.cfg.model.label_smoothing)[1]
+        return model(images, batch["ids"])[1]
 
     def items_in(self, batch) -> int:
         return batch["ids"].shape[0] * batch["ids"].shape[1]  # captions
@@ -71,7 +87,7 @@ class CaptionTask(Task):
     def evaluate(self, model) -> dict[str, float]:
         """Teacher-forced val loss over eval_batches batches (the same ones every time),
         then BLEU-4, CIDEr and exact match of captions written for up to eval_images val images."""
-        batches = CaptionBatches(self.val_split, self.tokenizer, min(self.cfg.batch_size, len(self.val_split)),
+        batches = CaptionBatches(self.val_split, self.vocab, min(self.cfg.batch_size, len(self.val_split)),
                                  self.cfg.model.max_caption_len, seed=self.cfg.seed,
                                  captions_per_image=self.cfg.captions_per_image)
         losses = []
@@ -91,15 +107,15 @@ class CaptionTask(Task):
 
     @torch.no_grad()
     def caption(self, model, images, *, beam: int | None = None) -> list[str]:
-        """(N, H, W, 3) uint8 images -> one caption each."""
+        """(N, 3, H, W) uint8 images -> one caption each."""
         beam = self.cfg.eval_beam if beam is None else beam
         out = []
         for start in range(0, len(images), DECODE_CHUNK):
-            chunk = images_to_tensor(images[start : start + DECODE_CHUNK]).to(self.runtime.device).float() / 255
+            chunk = images[start : start + DECODE_CHUNK].to(self.runtime.device).float() / 255  # (b, 3, H, W)
             with self.runtime.autocast():
-                ids = caption_images(model, chunk, bos=self.tokenizer.bos_id, eos=self.tokenizer.eos_id, beam=beam,
+                ids = caption_images(model, chunk, bos=self.vocab.bos_id, eos=self.vocab.eos_id, beam=beam,
                                      alpha=self.cfg.length_penalty)
-            out.extend(self.tokenizer.decode(row) for row in ids)
+            out.extend(self.vocab.decode(row) for row in ids)
         return out
 
     @torch.no_grad()
@@ -119,12 +135,10 @@ class CaptionTask(Task):
         beneath; green when the caption is one of the references (as exact_match counts), black otherwise."""
         if len(self.val_split) == 0:
             return None
-        images = np.asarray(self.val_split.images[:n])  # (n, H, W, 3) uint8
+        images = self.val_split.images[:n]  # (n, 3, H, W) uint8
         written, refs = self.caption(model, images), self.val_split.captions[:n]
-        return Examples(images=images, titles=written, heading="caption written (reference beneath)",
+        return Examples(images=images.permute(0, 2, 3, 1).numpy(), titles=written,  # (n, H, W, 3)
+                        heading="caption written (reference beneath)",
                         colours=[RIGHT if normalize(w) in {normalize(x) for x in r} else NEUTRAL
                                  for w, r in zip(written, refs, strict=True)],
                         notes=[f"reference: {r[0]}" for r in refs])
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        self.tokenizer.save(Path(run_dir) / "vocab.json")

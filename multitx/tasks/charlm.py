@@ -5,7 +5,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from multitx.config.schema import CHARLM
+from multitx.config.settings import from_settings
 from multitx.data.text.corpus import TokenWindows, load_corpus
+from multitx.data.text.vocab import CharVocab
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import Task
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
@@ -14,14 +17,22 @@ from multitx.models.language_model import LanguageModel, LanguageModelConfig
 class CharLMTask(Task):
     name = "charlm"
     unit = "tokens"
+    rules = CHARLM
+    artifact_files = ("vocab.json",)
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
         self.corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        self.tokenizer = self.corpus.tokenizer
+        self.vocab = self.corpus.tokenizer  # the corpus's CharVocab
 
-    def build_model(self) -> LanguageModel:
-        return language_model(self.cfg.model, self.tokenizer.vocab_size)
+    def artifacts(self) -> dict[str, dict]:
+        return {"vocab.json": self.vocab.state()}
+
+    @classmethod
+    def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
+        vocab = CharVocab.from_state(artifacts["vocab.json"])
+        return LanguageModel(from_settings(LanguageModelConfig, settings, vocab_size=vocab.vocab_size)), \
+            {"vocab": vocab}
 
     def train_batches(self) -> TokenWindows:
         return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed,
@@ -50,17 +61,7 @@ class CharLMTask(Task):
         if n <= 0:
             return ""
         generator = torch.Generator(self.runtime.device).manual_seed(self.cfg.seed)
-        start = torch.tensor([[self.tokenizer.index.get("\n", 0)]], device=self.runtime.device)  # (1, 1)
+        start = torch.tensor([[self.vocab.index.get("\n", 0)]], device=self.runtime.device)  # (1, 1)
         with self.runtime.autocast():
             ids = model.generate(start, n, temperature=0.8, top_k=40, generator=generator)
-        return self.tokenizer.decode(ids[0, 1:].tolist())
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        self.tokenizer.save(Path(run_dir) / "vocab.json")
-
-
-def language_model(m: DictConfig, vocab_size: int) -> LanguageModel:
-    """The GPT that a run's `model.*` settings describe (training, and sampling from a run folder)."""
-    return LanguageModel(LanguageModelConfig(
-        vocab_size=vocab_size, context=m.context, dim=m.dim, layers=m.layers, heads=m.heads, dropout=m.dropout,
-        positions=m.positions, bias=m.bias, activation=m.activation))
+        return self.vocab.decode(ids[0, 1:].tolist())

@@ -6,26 +6,29 @@ normalised and Mixup/CutMix-ed on the device inside `loss`. Evaluation is top-1
 accuracy and cross-entropy on the test (or val) split; the best val_acc is kept.
 """
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
+from multitx.config.schema import VIT
+from multitx.config.settings import from_settings, plain, settings_of
 from multitx.data.images.augment import DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import load_images
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import RIGHT, WRONG, Examples, Task
 from multitx.errors import UserError
-from multitx.models.vit import ViT, vit_from_settings
+from multitx.models.vit import ViT, ViTConfig
 from multitx.nn.patches import pair
 
 
 class ViTTask(Task):
     name = "vit"
     unit = "images"
+    rules = VIT
+    artifact_files = ("classes.json",)
     watch = ("val_acc", "max")
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
@@ -61,26 +64,40 @@ class ViTTask(Task):
             std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist() if std is None else std
         return [float(m) for m in mean], [float(s) for s in std]
 
-    def build_model(self) -> ViT:
-        m = self.cfg.model
-        channels, classes = self.train_set.channels, len(self.classes)
-        if m.get("pretrained"):
-            return self.pretrained_model(str(m.pretrained), channels, classes)
-        # The same mapping from settings to model as loading a run folder (multitx.inspect) uses.
-        return vit_from_settings(OmegaConf.to_container(m, resolve=True), image_size=self.image_size,
-                                 in_channels=channels, classes=classes)
+    def artifacts(self) -> dict[str, dict]:
+        """classes.json: the class names in label order, and how to prepare an image for the model."""
+        return {"classes.json": {"classes": self.classes, "image_size": list(self.image_size),
+                                 "channels": self.train_set.channels, "mean": self.mean, "std": self.std}}
 
-    def pretrained_model(self, spec: str, channels: int, classes: int) -> ViT:
+    @classmethod
+    def build(cls, settings, artifacts) -> tuple[ViT, dict]:
+        info = artifacts["classes.json"]
+        settings = {**plain(settings), "pretrained": None}  # the weights come from the checkpoint
+        config = from_settings(ViTConfig, settings, classes=len(info["classes"]), in_channels=int(info["channels"]))
+        return ViT.from_config(config), {"classes": list(info["classes"]), "image_size": tuple(info["image_size"]),
+                             "channels": int(info["channels"]), "mean": info["mean"], "std": info["std"]}
+
+    def build_model(self) -> ViT:
+        spec = self.cfg.model.get("pretrained")
+        if not spec:
+            return self.build(self.cfg.model, self.artifacts())[0]
+        model = self.pretrained_model(str(spec))
+        with open_dict(self.cfg):  # config.yaml records the ViT that was built: timm's shape, not the YAML's
+            self.cfg.model = settings_of(model.config)
+        return model
+
+    def pretrained_model(self, spec: str) -> ViT:
         """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
         from multitx.models.from_timm import timm_pretrained
 
         source, _, name = spec.partition(":")
         if source != "timm" or not name:
             raise UserError(f"model.pretrained={spec}: write timm:MODEL_NAME, e.g. timm:vit_tiny_patch16_224")
-        m = self.cfg.model
-        model, pretrained_cfg = timm_pretrained(name, classes=classes, image_size=self.image_size,
+        m, channels = self.cfg.model, self.train_set.channels
+        model, pretrained_cfg = timm_pretrained(name, classes=len(self.classes), image_size=self.image_size,
                                                 patch_size=m.patch_size, in_channels=channels,
-                                                dropout=m.dropout, drop_path=m.drop_path)
+                                                dropout=m.trunk.dropout, drop_path=m.trunk.drop_path)
+        model.config.pretrained = spec
         if len(pretrained_cfg.get("mean", ())) == channels:  # the statistics the weights were trained with
             self.set_normalisation(list(pretrained_cfg["mean"]), list(pretrained_cfg["std"]))
         return model
@@ -128,12 +145,6 @@ class ViTTask(Task):
         return Examples(images=images.permute(0, 2, 3, 1).numpy(),  # (n, H, W, C)
                         titles=[f"{self.classes[p]} / {self.classes[t]}" for p, t in pairs],
                         colours=[RIGHT if p == t else WRONG for p, t in pairs], heading="predicted / true")
-
-    def save_artifacts(self, run_dir: Path) -> None:
-        """classes.json: the class names in label order, and how to prepare an image for the model."""
-        info = {"classes": self.classes, "image_size": list(self.image_size), "channels": self.train_set.channels,
-                "mean": self.mean, "std": self.std}
-        (Path(run_dir) / "classes.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
 
 
 def data_workers(setting, cuda: bool) -> int:

@@ -72,8 +72,19 @@ class WordVocab:
                 out.append(self.vocab[i])
         return " ".join(out)
 
+    def state(self) -> dict:
+        """The vocabulary as a JSON object (a run's vocab.json)."""
+        return {"kind": "words", "vocab": self.vocab}
+
+    @classmethod
+    def from_state(cls, data: dict, where: str = "vocab.json") -> "WordVocab":
+        if not isinstance(data, dict) or data.get("kind") != "words":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise UserError(f"{where} is not a caption vocabulary (kind {kind!r})")
+        return cls(data["vocab"])
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"kind": "words", "vocab": self.vocab}, indent=0), encoding="utf-8")
+        Path(path).write_text(json.dumps(self.state(), indent=0), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "WordVocab":
@@ -83,6 +94,4 @@ class WordVocab:
             raise UserError(f"{path} is missing; it is written when a caption run starts") from None
         except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON ({err}); it should be the vocabulary of a caption run") from None
-        if data.get("kind") != "words":
-            raise UserError(f"{path} is not a caption vocabulary (kind {data.get('kind')!r})")
-        return cls(data["vocab"])
+        return cls.from_state(data, str(path))

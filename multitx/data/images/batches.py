@@ -1,51 +1,46 @@
 """Endless, shuffled, augmented, resumable batches of an in-memory image set.
 
-Epoch e's order, and one augmentation seed per batch, are drawn from a
-torch.Generator seeded from (seed, e). So (epoch, position in the epoch) is the
-whole state: a run resumed there draws exactly the batches, and the augmented
-pixels, it would have drawn, however many workers made them and in which
-process. Batches are made by a torch DataLoader (workers > 0: in parallel, ahead
-of time), pinned when they go to a GPU, and copied with non_blocking=True by the engine.
-
-Under torchrun every process shuffles the same way and takes every world_size-th
-batch, so the processes see disjoint images.
+Which images go in which batch is the BatchSampler's (data/sampler.py): epoch
+permutations, every process drawing the same global batch and keeping its
+slice, the incomplete last batch dropped, and a state of plain ints. Each
+process augments its share with the torch RNG seeded from (the batch's seed,
+rank), so the augmented pixels too are the same on every resume, however many
+workers make them. Batches are made by a torch DataLoader (workers > 0: in
+parallel, ahead of time), pinned when they go to a GPU, and copied with
+non_blocking=True by the engine.
 """
 
+import copy
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from multitx.data.images.datasets import ImageSet
+from multitx.data.sampler import Batch, BatchSampler, derive_seed
 from multitx.errors import UserError
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator that orders epoch `epoch`: the same in every process and every resume."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
-
-
 class BatchMaker(Dataset):
-    """Makes one batch from a job (indices (B,), seed): gathers the uint8 images, then runs the
-    batch transform with the torch RNG seeded by `seed` (the caller's RNG is left as it was)."""
+    """Makes one batch from a sampler's Batch (indices (B,), seed): gathers the uint8 images, then runs
+    the batch transform with the torch RNG seeded by (seed, rank) (the caller's RNG is left as it was).
+    The rank is mixed in so that the processes do not augment their shares of a global batch alike."""
 
-    def __init__(self, data: ImageSet, transform: Callable | None):
-        self.images, self.labels, self.transform = data.images, data.labels, transform
+    def __init__(self, data: ImageSet, transform: Callable | None, rank: int):
+        self.images, self.labels, self.transform, self.rank = data.images, data.labels, transform, rank
 
-    def __getitem__(self, job: tuple[torch.Tensor, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        indices, seed = job
-        images = self.images[indices]  # (B, C, H, W) uint8
+    def __getitem__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[batch.indices]  # (B, C, H, W) uint8
         if self.transform is not None:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # per-image ops are tiny: threads would only wait on each other
             try:
                 with torch.random.fork_rng(devices=[]):
-                    torch.default_generator.manual_seed(seed)  # the CPU generator only, not CUDA's
+                    torch.default_generator.manual_seed(derive_seed(batch.seed, self.rank))  # CPU only, not CUDA
                     images = self.transform(images)  # (B, C, H, W) uint8
             finally:
                 torch.set_num_threads(threads)
-        return images, self.labels[indices]
+        return images, self.labels[batch.indices]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -57,40 +52,22 @@ class ShuffledBatches:
 
     def __init__(self, data: ImageSet, batch_size: int, *, transform: Callable | None = None, seed: int = 0,
                  workers: int = 0, pin_memory: bool = False, prefetch: int = 4, rank: int = 0, world_size: int = 1):
-        self.batches_per_epoch = len(data) // (batch_size * world_size)  # per process
-        if self.batches_per_epoch == 0:
+        if len(data) < batch_size * world_size:
             raise UserError(f"{len(data)} training images cannot fill one batch of {batch_size}"
                             + (f" per process ({world_size} processes)" if world_size > 1 else "")
                             + "; lower batch_size")
-        self.maker = BatchMaker(data, transform)
-        self.batch_size, self.seed, self.workers, self.pin_memory = batch_size, seed, workers, pin_memory
-        self.prefetch, self.rank, self.world_size = prefetch, rank, world_size
-        self.epoch, self.position = 0, 0  # the next batch to hand out
+        # The position of the next batch handed out; the loader's own copy runs ahead by what it prefetches.
+        self.sampler = BatchSampler(len(data), batch_size, seed=seed, rank=rank, world_size=world_size)
+        self.maker = BatchMaker(data, transform, rank)
+        self.workers, self.pin_memory, self.prefetch = workers, pin_memory, prefetch
         self.loader: Iterator | None = None
-
-    def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Epoch `epoch`'s image order (N,) and its batches' augmentation seeds, for every process."""
-        generator = epoch_generator(self.seed, epoch)
-        order = torch.randperm(len(self.maker), generator=generator)
-        seeds = torch.randint(2**62, (self.batches_per_epoch * self.world_size,), generator=generator)
-        return order, seeds
-
-    def jobs(self, epoch: int, position: int) -> Iterator[tuple[torch.Tensor, int]]:
-        """This process's jobs from (epoch, position) on, for ever."""
-        while True:
-            order, seeds = self.plan(epoch)
-            for p in range(position, self.batches_per_epoch):
-                b = p * self.world_size + self.rank  # global batch number within the epoch
-                yield order[b * self.batch_size:(b + 1) * self.batch_size], int(seeds[b])
-            epoch, position = epoch + 1, 0
 
     def start(self) -> Iterator:
         # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG when
         # it starts, which would shift dropout and drop-path masks in a resumed run.
-        loader = DataLoader(self.maker, batch_size=None, sampler=self.jobs(self.epoch, self.position),
-                            num_workers=self.workers, pin_memory=self.pin_memory,
-                            prefetch_factor=self.prefetch if self.workers else None,
-                            generator=torch.Generator().manual_seed(self.seed))
+        loader = DataLoader(self.maker, batch_size=None, sampler=copy.copy(self.sampler), num_workers=self.workers,
+                            pin_memory=self.pin_memory, prefetch_factor=self.prefetch if self.workers else None,
+                            generator=torch.Generator().manual_seed(self.sampler.seed))
         return iter(loader)
 
     def __iter__(self):
@@ -100,19 +77,15 @@ class ShuffledBatches:
         if self.loader is None:
             self.loader = self.start()
         batch = next(self.loader)
-        self.position += 1
-        if self.position == self.batches_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
+        self.sampler.advance()
         return batch
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.close()
-        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
-        if self.position >= self.batches_per_epoch:  # saved with another batch size or data: start the next epoch
-            self.epoch, self.position = self.epoch + 1, 0
+        self.sampler.load_state_dict(state)
 
     def close(self) -> None:
         """Stop the worker processes (they restart at the next batch)."""

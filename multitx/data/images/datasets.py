@@ -1,4 +1,4 @@
-"""Image datasets, decoded once into uint8 tensors (N, C, H, W) held in memory.
+"""Labelled image datasets for the ViT, decoded once into ImageSets: (N, C, H, W) uint8 in memory.
 
 Sources (`data.name`):
   cifar10        CIFAR-10 (32x32 RGB, 50k/10k): DATA_DIR/cifar-10-batches-py, extracted from
@@ -7,8 +7,8 @@ Sources (`data.name`):
                  DATA_DIR/FashionMNIST/raw, Debian's /usr/share/datasets/fashion-mnist, or downloaded
   imagefolder    your own: data.root=DIR with DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/...
 
-A uint8 image is a quarter the size of a float one: cheap to keep, to augment,
-to pin and to copy to the GPU, where it becomes float (see vision/augment.py).
+Every set is fitted to the model's image size by the one rule of data/images/images.py
+(scale to cover, centre-crop).
 """
 
 import gzip
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.v2 import functional as TF
 
+from multitx.data.images.images import Images, read_images, short
 from multitx.errors import UserError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -39,30 +38,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 @dataclass
-class ImageSet:
-    images: torch.Tensor  # (N, C, H, W) uint8
+class ImageSet(Images):
+    """Images (N, C, H, W) uint8 with a class label each."""
+
     labels: torch.Tensor  # (N,) int64
     classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    def resized(self, size: tuple[int, int]) -> "ImageSet":
-        """Scaled (antialiased) and centre-cropped to size (H, W); itself if already that size."""
-        if tuple(self.images.shape[-2:]) == tuple(size):
-            return self
-        h, w = self.images.shape[-2:]
-        scale = max(size[0] / h, size[1] / w)
-        out = []
-        for chunk in self.images.split(4096):  # bounded memory for the float intermediate
-            scaled = TF.resize(chunk, [max(size[0], round(h * scale)), max(size[1], round(w * scale))],
-                               antialias=True)
-            out.append(TF.center_crop(scaled, list(size)))
-        return ImageSet(torch.cat(out), self.labels, self.classes)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR-10
@@ -215,19 +195,6 @@ def load_fashion_mnist(root: Path | None, data_dir: Path, download: bool = True)
 
 # -------------------------------------------------------------------------------------------- imagefolder
 
-def read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image file -> (H, W, C) uint8, converted to `mode` (RGB or L), scaled and centre-cropped to size."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = ImageOps.fit(img, (size[1], size[0]), method=Image.Resampling.BICUBIC)
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot read image {path} ({short(err)}); remove or replace that file") from None
-    return array if array.ndim == 3 else array[:, :, None]
-
-
 def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None = None) -> tuple[ImageSet, ImageSet]:
     """root/train/CLASS/* and root/val/CLASS/* (or root/test/...), decoded once. Every image is
     scaled and centre-cropped to `size` (H, W), or must share the first image's size when None."""
@@ -260,16 +227,7 @@ def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None
             labels += [label] * len(found)
         if not files:
             raise UserError(f"{folder} holds no images")
-        target = size
-        arrays = []
-        for path in files:
-            array = read_image(path, "RGB" if channels == 3 else "L", target)
-            if target is None:
-                target = array.shape[:2]
-            elif array.shape[:2] != tuple(target):
-                raise UserError(f"{path} is {array.shape[1]}x{array.shape[0]}, the others {target[1]}x{target[0]}")
-            arrays.append(array)
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+        images = read_images(files, size, channels)  # (N, C, H, W)
         return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes)
 
     return split(train_dir), split(val_dir)
@@ -290,7 +248,3 @@ def load_images(data, data_dir: Path, image_size: tuple[int, int]) -> tuple[Imag
         raise UserError(f"unknown image dataset {name!r}; use data=cifar10, data=fashion_mnist or data=imagefolder")
     return train.resized(image_size), test.resized(image_size)
 
-
-def short(err: Exception) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:160]

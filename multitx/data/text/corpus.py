@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitx.data.sampler import BatchSampler
 from multitx.data.text.vocab import CharVocab
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
@@ -124,12 +125,10 @@ def load_corpus(name: str, data_dir: Path, path: str | None = None) -> Tokenized
 
 class TokenWindows:
     """Batches of random contiguous windows: inputs (B, T) and targets (B, T), the
-    same windows shifted by one token. The generator's state is the data position,
-    so saving it lets a resumed run draw exactly the batches it would have drawn.
-
-    Under DDP every process draws the same global batch of B * world_size windows
-    and keeps its own slice: N processes see what one process with an N times
-    larger batch would see.
+    same windows shifted by one token. The window starts come from a BatchSampler
+    (data/sampler.py) drawing with replacement: under DDP every process draws the
+    same global batch of B * world_size starts and keeps its slice, and its state
+    of plain ints lets a resumed run draw exactly the batches it would have drawn.
     """
 
     def __init__(self, tokens: np.ndarray, batch_size: int, context: int, seed: int, *, rank: int = 0,
@@ -137,23 +136,22 @@ class TokenWindows:
         if len(tokens) <= context + 1:
             raise UserError(f"the corpus split has {len(tokens)} tokens, fewer than context {context} + 1; "
                             f"use a longer text or a smaller model.context")
-        self.tokens, self.batch_size, self.context = tokens, batch_size, context
-        self.rank, self.world_size = rank, world_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.offsets = np.arange(context + 1)
+        self.tokens = tokens
+        # A window is context + 1 tokens: its inputs and, one further on, its targets.
+        self.sampler = BatchSampler(len(tokens) - context, batch_size, seed=seed, replacement=True, rank=rank,
+                                    world_size=world_size)
+        self.offsets = np.arange(context + 1)  # (T+1,)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = torch.randint(len(self.tokens) - self.context - 1, (self.batch_size * self.world_size,),
-                               generator=self.generator)
-        starts = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]  # this process's share
-        windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self.offsets].astype(np.int64))  # (B, T+1)
+        starts = next(self.sampler).indices.numpy()  # (B,) this process's share
+        windows = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.sampler.load_state_dict(state)

@@ -30,9 +30,19 @@ class CharVocab:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def state(self) -> dict:
+        """The vocabulary as a JSON object (a run's vocab.json)."""
+        return {"kind": "char", "chars": self.chars}
+
+    @classmethod
+    def from_state(cls, data: dict, where: str = "vocab.json") -> "CharVocab":
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), str):
+            raise UserError(f"{where} is not a character vocabulary (it has no 'chars')")
+        return cls(data["chars"])
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"kind": "char", "chars": self.chars}, ensure_ascii=False), encoding="utf-8")
+        Path(path).write_text(json.dumps(self.state(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "CharVocab":
-        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["chars"])
+        return cls.from_state(json.loads(Path(path).read_text(encoding="utf-8")), str(path))

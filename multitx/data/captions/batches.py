@@ -1,0 +1,80 @@
+"""Endless shuffled, resumable batches of a caption split: images, each with some of its captions."""
+
+import numpy as np
+import torch
+
+from multitx.data.captions.datasets import CaptionSplit
+from multitx.data.captions.vocab import WordVocab
+from multitx.data.sampler import BatchSampler, seeded
+from multitx.errors import UserError
+
+
+def encode_captions(split: CaptionSplit, tokenizer: WordVocab, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every caption as ids (P, max_len), padded with <pad>, image after image; image i's captions
+    are rows offsets[i] .. offsets[i+1] - 1."""
+    encoded = [tokenizer.encode(c, max_len) for caps in split.captions for c in caps]
+    ids = np.full((len(encoded), max_len), tokenizer.pad_id, dtype=np.int64)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)] = seq
+    offsets = np.cumsum([0, *(len(caps) for caps in split.captions)])
+    return ids, offsets
+
+
+class CaptionBatches:
+    """Endless shuffled batches: `batch_size` images, each with `captions_per_image` of its captions.
+
+        {"images": (B, 3, H, W) uint8, "ids": (B, R, T) int64}, T the longest caption in the batch
+
+    Encoding an image costs more than decoding a caption, so the model encodes
+    each image once and decodes its R captions against that one encoding
+    (R=1: plain (image, caption) pairs). An image with fewer than R captions
+    repeats some.
+
+    Which images: a BatchSampler (data/sampler.py) of epoch permutations, the
+    incomplete last batch dropped; under DDP every process draws the same global
+    batch of batch_size x world_size images and keeps its slice, so together the
+    processes see each image once an epoch. Which captions: random keys drawn
+    from the batch's seed for the whole global batch, each process keeping its
+    rows, so the choice too does not depend on the number of processes. The
+    state is the sampler's: plain ints.
+    """
+
+    def __init__(self, split: CaptionSplit, tokenizer: WordVocab, batch_size: int, max_len: int, seed: int,
+                 captions_per_image: int = 1, rank: int = 0, world_size: int = 1):
+        if len(split) < batch_size * world_size:
+            raise UserError(f"the split has {len(split)} images, fewer than batch_size={batch_size}"
+                            + (f" x {world_size} processes" if world_size > 1 else "")
+                            + "; lower batch_size or use more data")
+        if captions_per_image < 1:
+            raise UserError(f"captions_per_image must be at least 1, got {captions_per_image}")
+        self.split, self.pad_id, self.captions_per_image = split, tokenizer.pad_id, captions_per_image
+        self.ids, self.offsets = encode_captions(split, tokenizer, max_len)  # (P, max_len), (N + 1,)
+        self.counts = np.diff(self.offsets)  # (N,) captions of each image, at least one
+        self.sampler = BatchSampler(len(split), batch_size, seed=seed, rank=rank, world_size=world_size)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = next(self.sampler)
+        images = batch.indices.numpy()  # (B,)
+        keys = torch.rand(self.sampler.global_batch, int(self.counts.max()), generator=seeded(batch.seed))  # (G, K)
+        rows = self.pick(images, self.sampler.share(keys).numpy())  # (B, R) caption rows
+        ids = self.ids[rows]  # (B, R, max_len)
+        longest = int((ids != self.pad_id).sum(axis=-1).max())
+        return {"images": self.split.images[batch.indices], "ids": torch.from_numpy(ids[..., :longest].copy())}
+
+    def pick(self, images: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """R caption rows for each image (B,): its captions in the order of their keys (B, K), cycling
+        when it has fewer than R."""
+        counts = self.counts[images][:, None]  # (B, 1)
+        keys = np.where(np.arange(keys.shape[1]) < counts, keys, np.inf)  # (B, K): keys past its captions last
+        ranked = np.argsort(keys, axis=1, kind="stable")  # (B, K) its captions, in this batch's order
+        cycled = np.arange(self.captions_per_image) % counts  # (B, R)
+        return self.offsets[images][:, None] + np.take_along_axis(ranked, cycled, axis=1)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)

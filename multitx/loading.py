@@ -1,0 +1,77 @@
+"""multitx.load: a run folder or a checkpoint folder -> a ready model, and what it needs to be used.
+
+    run = multitx.load("runs/charlm/2026-12-02_10-00-00")            # its best checkpoint
+    run = multitx.load("runs/vit_fashion/.../checkpoints/step_0005000", device="cuda")
+    run.model           the model, in eval mode, on `device`
+    run.vocab           a CharVocab (charlm, mlm) or WordVocab (caption); None for a ViT
+    run.classes         the class names in label order (ViT); None otherwise
+    run.info            the rest of what the run saved for inference (a ViT's image size, mean and std)
+    run.config          the run's config (in today's shape: older runs are migrated)
+
+Every command that reads a run (sample, caption, inspect, the mlm's fill) goes through
+here. The model is built the one way training builds it, the task's `build(settings,
+artifacts)`; the weights come from model.safetensors. Nothing a run's files name is
+imported unless trust_code=True (multitx/engine/trust.py), and nothing is downloaded.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from multitx.engine import checkpoint
+from multitx.engine.task import Task
+from multitx.engine.trust import is_built_in
+from multitx.errors import UserError
+from multitx.imports import named_class
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    task: str  # the run's task.name: charlm, mlm, vit_fashion, caption, ...
+    config: DictConfig
+    checkpoint: Path
+    vocab: object | None = None
+    classes: list[str] | None = None
+    info: dict = field(default_factory=dict)
+
+
+def locate(path: Path, which: str) -> tuple[Path, Path, Path]:
+    """(run folder, checkpoint folder, the folder whose config.yaml describes the model) for a run folder
+    and best|latest|PATH, or for a checkpoint folder given itself (complete alone: its own config)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():  # RUN_DIR/checkpoints/step_N
+        return path.parent.parent, path, path
+    if not path.is_dir() or not (path / "config.yaml").is_file():
+        raise UserError(f"{path} is not a multitx run folder (no config.yaml); give run_dir=DIR, the folder "
+                        f"python -m multitx.train wrote, or one of its checkpoints/step_N folders")
+    return path, checkpoint.resolve(path, which), path
+
+
+def task_class(cfg: DictConfig, trust_code: bool) -> type[Task]:
+    target = str(cfg.task.get("_target_", ""))
+    if not (is_built_in(target) or trust_code):  # checkpoint.run_config has already refused it; kept for safety
+        raise UserError(f"task._target_={target} is not a multitx task; add trust_code=true if you trust it")
+    return named_class(target, "task._target_", Task)
+
+
+def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, task: str | None = None,
+         tool: str = "multitx.load") -> Loaded:
+    """The model of a run (its best checkpoint; which="latest" or a folder for another) or of one
+    checkpoint folder, ready to use.
+    task: refuse a run of any other task (e.g. "charlm"), naming `tool` in the one-line error."""
+    run_dir, folder, source = locate(Path(path), which)
+    cfg = checkpoint.run_config(source, task, tool, trust_code=trust_code)
+    cls = task_class(cfg, trust_code)
+    artifacts = checkpoint.read_artifacts(folder, cls.artifact_files, run_dir)
+    try:
+        model, extras = cls.build(cfg.model, artifacts)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{source}/config.yaml does not describe a model multitx can build ({type(err).__name__}: "
+                        f"{err}); is it a run of this multitx version or an older one?") from None
+    checkpoint.load_weights(model, folder)
+    extras = dict(extras)
+    return Loaded(model=model.to(device).eval(), task=str(cfg.task.name), config=cfg, checkpoint=folder,
+                  vocab=extras.pop("vocab", None), classes=extras.pop("classes", None), info=extras)
