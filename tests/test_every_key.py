@@ -22,6 +22,7 @@ from multitx import caption, sample, train
 from multitx.cli import load_config, run_cli
 from multitx.config import schema
 from multitx.engine import checkpoint
+from multitx.engine.trainer import task_class_of
 from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import fingerprint, image_args
@@ -192,14 +193,18 @@ def given_runs(paths) -> dict[str, Path]:
 @pytest.mark.parametrize("task", list(TASKS))
 def test_every_key_of_every_task_has_a_rule(task, paths):
     cfg = load_config(TASKS[task][0](paths, paths["tmp"] / "probe"))
-    rules = schema.rules_for(cfg)
+    rules = rules_of(cfg)
     assert [key for key, _ in schema.leaves(cfg) if key not in rules] == []
+
+
+def rules_of(cfg) -> dict:
+    return schema.rules_for(cfg, task_class_of(cfg).rules)
 
 
 def task_keys(task: str) -> list[str]:
     """The keys of a task's composed config (drawn from for each key, every key of every task)."""
     args = TASKS[task][0](PROBE_PATHS, PROBE_PATHS["tmp"] / "probe")
-    return sorted(key for key in schema.rules_for(load_config(args)) if key not in NOT_DRAWN)
+    return sorted(key for key in rules_of(load_config(args)) if key not in NOT_DRAWN)
 
 
 PROBE_PATHS = {name: Path(f"/nonexistent/{name}") for name in ("text", "images", "tmp")}
@@ -209,7 +214,7 @@ TASK_KEYS = [(task, key) for task in TASKS for key in task_keys(task)]
 @pytest.mark.parametrize("task, key", TASK_KEYS, ids=[f"{t}:{k}" for t, k in TASK_KEYS])
 def test_a_drawn_value_trains_or_is_one_line_and_the_run_folder_is_untouched(task, key, paths, given_runs):
     args, examples = TASKS[task]
-    rule = schema.rules_for(load_config(args(paths, paths["tmp"] / "probe")))[key]
+    rule = rules_of(load_config(args(paths, paths["tmp"] / "probe")))[key]
     draws = Draws(paths)
     given_run = given_runs[task]
     before = fingerprint(given_run)

@@ -30,7 +30,7 @@ def test_textfile_corpus_is_split_90_10_and_memory_mapped(tmp_path, small_corpus
     n = len(small_corpus.read_text(encoding="utf-8"))
     assert len(data.train) == int(n * 0.9) and len(data.train) + len(data.val) == n
     assert isinstance(data.train, np.memmap)
-    assert data.tokenizer.decode(data.train[:10].tolist()) == small_corpus.read_text(encoding="utf-8")[:10]
+    assert data.vocab.decode(data.train[:10].tolist()) == small_corpus.read_text(encoding="utf-8")[:10]
 
 
 def test_pysource_corpus_needs_no_download(tmp_path):

@@ -126,7 +126,8 @@ def run(name: str, data_dir: Path, device: str, extra: list[str], budget: float 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\nTuning history")[0],  # the history is for readers
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=list(CONFIGS))
     parser.add_argument("--data-dir", default="datasets")
     parser.add_argument("--device", default="auto")

@@ -142,7 +142,8 @@ def report(record: dict, wall_s: float, after_mb: float) -> bool:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m multitx.benchmarks.soak", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m multitx.benchmarks.soak",
+                                     description=__doc__.split("\nTuning history")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--text", help="a UTF-8 file to train on (data=textfile); default: data=pysource")

@@ -78,6 +78,12 @@ def check_same_global_batch(state: dict, cfg: DictConfig, runtime: Runtime, fold
                         f"where it was")
 
 
+def task_class_of(cfg: DictConfig) -> type[Task]:
+    """The Task class cfg.task._target_ names (typed by the user: training imports it)."""
+    SHARED["task._target_"].check("task._target_", cfg.task.get("_target_"))
+    return named_class(cfg.task._target_, "task._target_", Task)
+
+
 def data_position(state: dict, cfg: DictConfig, say=print) -> dict:
     """The data iterator's state in a checkpoint. multitx 0.1's samplers saved theirs another way
     (a generator's state); such a run goes on from as many batches into a fresh draw as it had taken."""
@@ -94,8 +100,7 @@ def train(cfg: DictConfig) -> dict:
     """Train cfg.task as configured; returns the last evaluation's metrics.
     Every setting is checked first (the shared ones, the task's `rules`, the dataset's), then the run
     folder is locked for this trainer alone."""
-    SHARED["task._target_"].check("task._target_", cfg.task.get("_target_"))
-    task_class = named_class(cfg.task._target_, "task._target_", Task)
+    task_class = task_class_of(cfg)
     validate(cfg, task_class.rules)
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = RunLock(Path(cfg.run_dir))

@@ -58,7 +58,7 @@ def inspect_charlm(run_dir: Path, cfg, which: str, prompt: str | None, device, t
     context = model.config.context
     if prompt is None:  # the start of the run's own validation text, from a line's beginning
         corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        if corpus.tokenizer.chars != vocab.chars:
+        if corpus.vocab.chars != vocab.chars:
             raise UserError(f"the corpus of {run_dir} has changed since training; give prompt=\"...\" instead")
         text = vocab.decode(np.asarray(corpus.val[: 4 * context]).tolist())
         start = text.find("\n") + 1 if "\n" in text[: context] else 0

@@ -75,8 +75,9 @@ class ViT(nn.Module):
             spec = {**spec, "cls_token": c.pool == "cls"}  # a CLS token exactly when the head reads one
         tokenizer = tokenizer or build_tokenizer(spec, image_size=c.image_size, patch_size=c.patch_size,
                                                  in_channels=c.in_channels, dim=c.trunk.dim)
+        trunk = Trunk.from_config(c.trunk)  # built in this order: the same seed, the same initial weights
         head = ClassifierHead(c.trunk.dim, c.classes, pool=c.pool, dropout=c.trunk.dropout)
-        return cls(tokenizer, Trunk.from_config(c.trunk), head, config=c)
+        return cls(tokenizer, trunk, head, config=c)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(images)  # (B, N, D)

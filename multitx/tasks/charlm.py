@@ -23,7 +23,7 @@ class CharLMTask(Task):
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
         self.corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        self.vocab = self.corpus.tokenizer  # the corpus's CharVocab
+        self.vocab = self.corpus.vocab
 
     def artifacts(self) -> dict[str, dict]:
         return {"vocab.json": self.vocab.state()}

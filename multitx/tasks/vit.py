@@ -37,10 +37,6 @@ class ViTTask(Task):
         self.image_size = pair(cfg.model.image_size)
         self.train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
         self.classes = self.train_set.classes
-        aug = cfg.augment
-        if (aug.mixup > 0 or aug.cutmix > 0) and cfg.batch_size % 2:
-            raise UserError(f"Mixup/CutMix pair each image with another: batch_size must be even, got "
-                            f"{cfg.batch_size}")
         mean, std = self.normalisation()
         if len(mean) != self.train_set.channels or len(std) != self.train_set.channels:
             raise UserError(f"data.mean and data.std need {self.train_set.channels} values (one per channel of "

@@ -98,7 +98,7 @@ def corpus_text(name: str, data_dir: Path, path: str | None = None) -> str:
 class TokenizedCorpus:
     train: np.ndarray  # (N_train,) uint16 token ids, memory-mapped
     val: np.ndarray  # (N_val,)
-    tokenizer: CharVocab
+    vocab: CharVocab
 
 
 def load_corpus(name: str, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
@@ -108,19 +108,19 @@ def load_corpus(name: str, data_dir: Path, path: str | None = None) -> Tokenized
     cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
     stamp = cache / "source.sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
-        tokenizer = CharVocab.from_text(text)
-        if tokenizer.vocab_size > np.iinfo(np.uint16).max:
-            raise UserError(f"{name} has {tokenizer.vocab_size} distinct characters, more than 65535")
-        ids = np.array(tokenizer.encode(text), dtype=np.uint16)
+        vocab = CharVocab.from_text(text)
+        if vocab.vocab_size > np.iinfo(np.uint16).max:
+            raise UserError(f"{name} has {vocab.vocab_size} distinct characters, more than 65535")
+        ids = np.array(vocab.encode(text), dtype=np.uint16)
         split = int(len(ids) * TRAIN_FRACTION)
         cache.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache / "train.bin", ids[:split].tobytes())
         atomic_write_bytes(cache / "val.bin", ids[split:].tobytes())
-        tokenizer.save(cache / "vocab.json")
+        vocab.save(cache / "vocab.json")
         atomic_write_bytes(stamp, digest.encode())
-    tokenizer = CharVocab.load(cache / "vocab.json")
+    vocab = CharVocab.load(cache / "vocab.json")
     return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
-                           np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), tokenizer)
+                           np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), vocab)
 
 
 class TokenWindows:
