@@ -66,6 +66,11 @@ class Task:
         state_dict()/load_state_dict() giving its position, for exact resume."""
         raise NotImplementedError
 
+    def train_items(self) -> int | None:
+        """How many examples one epoch of train_batches() goes through (images, for a ViT), so that
+        training length can be given in epochs; None for a task without epochs (random text windows)."""
+        return None
+
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         """Forward one batch (already on the device) and return the scalar loss."""
         raise NotImplementedError

@@ -76,6 +76,9 @@ class CaptionTask(Task):
                               seed=self.cfg.seed, captions_per_image=self.cfg.captions_per_image,
                               rank=self.runtime.rank, world_size=self.runtime.world_size)
 
+    def train_items(self) -> int:
+        return len(self.train_split)  # images: each brings captions_per_image captions a step
+
     def loss(self, model, batch) -> torch.Tensor:
         images = batch["images"].float() / 255  # (B, 3, H, W) in [0, 1]
         return model(images, batch["ids"])[1]

@@ -105,6 +105,9 @@ class ViTTask(Task):
                                workers=data_workers(self.cfg.data.get("workers", "auto"), cuda), pin_memory=cuda,
                                rank=self.runtime.rank, world_size=self.runtime.world_size)
 
+    def train_items(self) -> int:
+        return len(self.train_set)
+
     def loss(self, model, batch) -> torch.Tensor:
         images, labels = batch  # (B, C, H, W) uint8 and (B,), on the device
         x, targets = self.augment(images, labels)  # normalised; Mixup/CutMix soft targets
