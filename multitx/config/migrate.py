@@ -20,6 +20,7 @@ VIT_TRUNK = {"mlp_ratio": 2.0, "activation": "gelu", "bias": True, "dropout": 0.
              "norm_eps": 1e-6}
 CAPTION_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout": 0.0, "drop_path": 0.0,
                  "norm_eps": 1e-5}
+HOLDS_OUT = {"cifar10": 0.1, "fashion_mnist": 0.1, "imagefolder": 0.1, "coco": 0.05, "flickr": 0.05}
 TRUNK_KEYS = ("dim", "layers", "heads", "mlp_ratio", "activation", "bias", "dropout", "drop_path", "norm_eps")
 
 
@@ -72,4 +73,8 @@ def migrate(cfg: DictConfig) -> DictConfig:
     out = OmegaConf.to_container(cfg)
     out["model"] = fill_trunks(migrate_model(plain, name) if is_flat(plain) else plain, name)
     out.setdefault("optimizer", "adamw")  # runs from before optimizer=muon existed trained with AdamW
+    data = out.get("data")
+    if isinstance(data, dict) and data.get("name") in HOLDS_OUT:  # added with the validation split (0.2)
+        data.setdefault("val_fraction", HOLDS_OUT[data["name"]])
+        data.setdefault("split_seed", 0)
     return OmegaConf.create(out)

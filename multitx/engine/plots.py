@@ -111,6 +111,28 @@ def image_grid(images: np.ndarray, titles: list[str], colours: list[str], title:
     return fig
 
 
+def confusion_figure(confusion: np.ndarray, classes: list[str], title: str) -> Figure:
+    """The confusion matrix (rows: true class, columns: predicted), each row as shares of its images."""
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = 2.5 + 0.45 * len(classes)
+    fig = Figure(figsize=(size + 1.5, size), dpi=100)
+    ax = fig.add_subplot()
+    shown = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.046, label="share of the true class's images")
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(classes) <= 20:
+        for (row, col), count in np.ndenumerate(confusion):
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if shares[row, col] > 0.5 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def pixels(fig: Figure) -> np.ndarray:
     """Draw a figure; (H, W, 3) uint8 RGB."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)

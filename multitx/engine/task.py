@@ -15,6 +15,7 @@ One path from a run's settings to its model, for training and for loading:
 """
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from multitx.engine.runtime import Runtime
+from multitx.errors import UserError
 
 RIGHT, WRONG, NEUTRAL = "#1a7f37", "#c62828", "#222222"  # colours of Examples' titles: legible on white
 
@@ -83,6 +85,16 @@ class Task:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metrics on the validation/test split, e.g. {"val_loss": ..., "val_acc": ...}."""
         raise NotImplementedError
+
+    def test(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on the test split, e.g. {"test_acc": ...}, measured once at the end of training and
+        recorded apart from the evaluations; {} for a task without a test split."""
+        return {}
+
+    def report(self, model: nn.Module, split: str, out_dir: Path) -> dict:
+        """Every figure of a split ("val" or "test") for python -m multitx.evaluate, with any pictures
+        written into out_dir (their paths in the result)."""
+        raise UserError(f"task {self.cfg.task.name} has no evaluation report")
 
     def show(self, model: nn.Module) -> str | None:
         """Something to print at each evaluation (a text sample, a caption); optional."""

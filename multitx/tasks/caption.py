@@ -21,6 +21,7 @@ from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.metrics import caption_scores
 from multitx.data.captions.vocab import WordVocab, normalize
+from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task
 from multitx.models.captioner import Captioner, CaptionerConfig
@@ -41,13 +42,25 @@ class CaptionTask(Task):
         super().__init__(cfg, runtime)
         size = cfg.model.image_size
         self.train_split = load_split(cfg.data, "train", size, cfg.data_dir)
-        self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
+        if cfg.data.name == "shapes":  # generated: its val and test splits hold compositions training never shows
+            self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
+        else:  # COCO, Flickr: validation images held out of training; the dataset's val split is the test
+            kept, held = hold_out_images(len(self.train_split), cfg.data.val_fraction, cfg.data.split_seed)
+            self.train_split, self.val_split = subset(self.train_split, kept), subset(self.train_split, held)
+        self.test_split_cache: CaptionSplit | None = None
         saved = Path(cfg.run_dir) / "vocab.json"
         if cfg.resume and saved.exists():  # a resumed run keeps the vocabulary its weights were trained on
             self.vocab = WordVocab.load(saved)
         else:
             captions = (c for caps in self.train_split.captions for c in caps)
             self.vocab = WordVocab.from_captions(captions, cfg.data.min_word_count)
+
+    @property
+    def test_split(self) -> CaptionSplit:
+        """The test split, loaded when first asked for: the final test evaluation and multitx.evaluate."""
+        if self.test_split_cache is None:
+            self.test_split_cache = load_split(self.cfg.data, "test", self.cfg.model.image_size, self.cfg.data_dir)
+        return self.test_split_cache
 
     def artifacts(self) -> dict[str, dict]:
         return {"vocab.json": self.vocab.state()}
@@ -101,6 +114,25 @@ class CaptionTask(Task):
         metrics.update(self.score(model, self.val_split, limit=self.cfg.eval_images)[0])
         return metrics
 
+    def test(self, model) -> dict[str, float]:
+        """BLEU-4, CIDEr and exact match of captions written for every test image."""
+        return {f"test_{k}": v for k, v in self.score(model, self.test_split)[0].items()}
+
+    def report(self, model, name: str, out_dir: Path) -> dict:
+        """The scores of every image of a split, and OUT_DIR/captions_SPLIT.png: eight of them with their captions."""
+        split = {"val": self.val_split, "test": self.test_split}[name]
+        metrics, written = self.score(model, split)
+        from multitx.engine.plots import image_grid, save
+
+        shown = min(8, len(split))
+        figure = out_dir / f"captions_{name}.png"
+        save(image_grid(split.images[:shown].permute(0, 2, 3, 1).numpy(), written[:shown], [NEUTRAL] * shown,
+                        f"{self.cfg.task.name}, {name} split: caption written (reference beneath)",
+                        notes=[f"reference: {refs[0]}" for refs in split.captions[:shown]]), figure)
+        return {**metrics, "images": len(split), "captions_png": str(figure),
+                "examples": [{"image": n, "written": w, "references": r}
+                             for n, w, r in zip(split.names[:shown], written, split.captions, strict=False)]}
+
     @torch.no_grad()
     def score(self, model, split: CaptionSplit, *, limit: int | None = None, beam: int | None = None):
         """Caption the first `limit` images of a split; (metrics, captions written)."""
@@ -145,3 +177,9 @@ class CaptionTask(Task):
                         colours=[RIGHT if normalize(w) in {normalize(x) for x in r} else NEUTRAL
                                  for w, r in zip(written, refs, strict=True)],
                         notes=[f"reference: {r[0]}" for r in refs])
+
+
+def subset(split: CaptionSplit, indices) -> CaptionSplit:
+    """The images `indices` (ascending) of a split, with their captions and names."""
+    rows = [int(i) for i in indices]
+    return CaptionSplit(split.images[indices], [split.captions[i] for i in rows], [split.names[i] for i in rows])

@@ -1,5 +1,6 @@
 """task=charlm: a character-level GPT trained on random windows of a text."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from multitx.data.text.corpus import TokenWindows, load_corpus
 from multitx.data.text.vocab import CharVocab
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import Task
+from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
 
 
@@ -54,6 +56,25 @@ class CharLMTask(Task):
             with self.runtime.autocast():
                 losses.append(self.loss(model, self.runtime.to_device(next(windows))).float())
         return {"val_loss": torch.stack(losses).mean().item()}
+
+    @torch.no_grad()
+    def report(self, model, split: str, out_dir: Path) -> dict:
+        """Loss and bits per character over the whole val split, read as consecutive windows of the context
+        (each character predicted once; the held-out last 10% of the text is charlm's only evaluation split)."""
+        if split != "val":
+            raise UserError("a charlm run holds out one split of its text, val (the last 10%); give split=val")
+        context, tokens = self.cfg.model.context, torch.from_numpy(self.corpus.val.astype("int64"))
+        windows = (len(tokens) - 1) // context
+        inputs = tokens[: windows * context].view(windows, context)  # (W, T)
+        targets = tokens[1 : windows * context + 1].view(windows, context)
+        total = 0.0
+        for start in range(0, windows, self.cfg.batch_size):
+            batch = self.runtime.to_device((inputs[start:start + self.cfg.batch_size],
+                                            targets[start:start + self.cfg.batch_size]))
+            with self.runtime.autocast():
+                total += self.loss(model, batch).double().item() * len(batch[0])
+        loss = total / max(windows, 1)
+        return {"loss": loss, "bits_per_char": loss / math.log(2), "characters": windows * context}
 
     @torch.no_grad()
     def show(self, model) -> str:

@@ -1,9 +1,11 @@
 """task=vit_cifar, task=vit_fashion: a ViT classifier trained on images.
 
 Data (data=cifar10 | fashion_mnist | imagefolder) is decoded once into uint8
-tensors; batches are augmented per image on the CPU (vision/augment.py), then
-normalised and Mixup/CutMix-ed on the device inside `loss`. Evaluation is top-1
-accuracy and cross-entropy on the test (or val) split; the best val_acc is kept.
+tensors; batches are augmented per image on the CPU (data/images/augment.py), then
+normalised and Mixup/CutMix-ed on the device inside `loss`. A validation split is
+held out of the training images (data.val_fraction, data.split_seed): each evaluation
+scores it (loss, top-1, top-5) and the best val_acc is kept. The test split is scored
+once, at the end of training (test_*), and by python -m multitx.evaluate.
 """
 
 import os
@@ -16,12 +18,14 @@ from multitx.config.schema import VIT
 from multitx.config.settings import from_settings, plain, settings_of
 from multitx.data.images.augment import DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
-from multitx.data.images.datasets import load_images
+from multitx.data.images.datasets import ImageSet, load_images
+from multitx.data.images.splits import hold_out
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import RIGHT, WRONG, Examples, Task
 from multitx.errors import UserError
 from multitx.models.vit import ViT, ViTConfig
 from multitx.nn.patches import pair
+from multitx.tasks.scores import Scores, classify
 
 
 class ViTTask(Task):
@@ -35,7 +39,10 @@ class ViTTask(Task):
         super().__init__(cfg, runtime)
         self.name = cfg.task.name
         self.image_size = pair(cfg.model.image_size)
-        self.train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
+        train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
+        # The best checkpoint is chosen on images held out of training; the test split is touched only by
+        # the final test evaluation and python -m multitx.evaluate.
+        self.train_set, self.val_set = hold_out(train_set, cfg.data.val_fraction, cfg.data.split_seed)
         self.classes = self.train_set.classes
         mean, std = self.normalisation()
         if len(mean) != self.train_set.channels or len(std) != self.train_set.channels:
@@ -113,31 +120,45 @@ class ViTTask(Task):
         x, targets = self.augment(images, labels)  # normalised; Mixup/CutMix soft targets
         return self.augment.loss(model(x), targets)
 
-    @torch.no_grad()
+    def split(self, name: str) -> ImageSet:
+        return {"val": self.val_set, "test": self.test_set}[name]
+
+    def scores(self, model, name: str, limit: int = 0) -> Scores:
+        """Scores on split `name` (its first `limit` images when > 0)."""
+        data = self.split(name)
+        n = len(data) if limit <= 0 else min(limit, len(data))
+        return classify(model, data.images[:n], data.labels[:n], self.augment.normalize, self.cfg.eval_batch_size,
+                        len(self.classes), self.runtime.device, self.runtime.autocast)
+
     def evaluate(self, model) -> dict[str, float]:
-        """Top-1 accuracy and mean cross-entropy over the test split (its first eval_images when > 0)."""
-        n = len(self.test_set) if self.cfg.eval_images <= 0 else min(self.cfg.eval_images, len(self.test_set))
-        loss_sum = torch.zeros((), device=self.runtime.device)
-        correct = torch.zeros((), device=self.runtime.device, dtype=torch.int64)
-        for start in range(0, n, self.cfg.eval_batch_size):
-            end = min(start + self.cfg.eval_batch_size, n)
-            images, labels = self.runtime.to_device((self.test_set.images[start:end], self.test_set.labels[start:end]))
-            with self.runtime.autocast():
-                logits = model(self.augment.normalize(images)).float()  # (b, classes)
-            loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=-1) == labels).sum()
-        return {"val_loss": loss_sum.item() / n, "val_acc": correct.item() / n}
+        """Loss, top-1 and top-5 accuracy on the validation split (its first eval_images when > 0)."""
+        return self.scores(model, "val", self.cfg.eval_images).metrics("val_")
+
+    def test(self, model) -> dict[str, float]:
+        return self.scores(model, "test").metrics("test_")
+
+    def report(self, model, name: str, out_dir: Path) -> dict:
+        """Every figure of a split: loss, top-1, top-5, accuracy per class, and the confusion matrix
+        (as numbers and as OUT_DIR/confusion_SPLIT.png)."""
+        scores = self.scores(model, name)
+        from multitx.engine.plots import confusion_figure, save
+
+        figure = out_dir / f"confusion_{name}.png"
+        save(confusion_figure(scores.confusion.numpy(), self.classes, f"{self.cfg.task.name}, {name} split"), figure)
+        return {**scores.metrics(""), "images": len(self.split(name)),
+                "per_class_acc": dict(zip(self.classes, scores.per_class(), strict=True)),
+                "confusion": scores.confusion.tolist(), "confusion_png": str(figure)}
 
     @torch.no_grad()
     def examples(self, model, n: int = 16) -> Examples | None:
-        """n images of the evaluated test images, each titled "predicted / true", green when right, red when
-        wrong. They are spread evenly over the split (the same ones every evaluation): an image folder lists
+        """n images of the evaluated validation images, each titled "predicted / true", green when right, red
+        when wrong. They are spread evenly over the split (the same ones every evaluation): an image folder lists
         its images class by class, and the first 16 would often be all of one class."""
-        evaluated = len(self.test_set) if self.cfg.eval_images <= 0 else min(self.cfg.eval_images, len(self.test_set))
+        evaluated = len(self.val_set) if self.cfg.eval_images <= 0 else min(self.cfg.eval_images, len(self.val_set))
         if evaluated == 0:
             return None
         picked = torch.linspace(0, evaluated - 1, min(n, evaluated)).round().long().unique()  # (n,) indices
-        images, labels = self.test_set.images[picked], self.test_set.labels[picked]  # (n, C, H, W) uint8, (n,)
+        images, labels = self.val_set.images[picked], self.val_set.labels[picked]  # (n, C, H, W) uint8, (n,)
         with self.runtime.autocast():
             logits = model(self.augment.normalize(images.to(self.runtime.device))).float()  # (n, classes)
         pairs = list(zip(logits.argmax(dim=-1).cpu().tolist(), labels.tolist(), strict=True))  # (predicted, true)
