@@ -101,9 +101,10 @@ CAPTION = {
     **section("model.encoder", TRUNK), **section("model.decoder", TRUNK), **section("model.tokenizer", PATCH_TOKENIZER),
 }
 
-IMAGE_DATA = {"download": Flag(), "mean": Numbers(null=True), "std": Numbers(each=POSITIVE, null=True),
+HOLD_OUT = {"val_fraction": Number(min=0, max=1, open="both"), "split_seed": Whole(min=0)}
+IMAGE_DATA = {**HOLD_OUT, "download": Flag(), "mean": Numbers(null=True), "std": Numbers(each=POSITIVE, null=True),
               "workers": Workers()}
-CAPTION_DATA = {"max_images": Whole(min=1, null=True), "min_word_count": Whole(min=1)}
+CAPTION_DATA = {**HOLD_OUT, "max_images": Whole(min=1, null=True), "min_word_count": Whole(min=1)}
 DATA = {
     "pysource": {},
     "shakespeare": {},
