@@ -18,7 +18,7 @@ from multitx.tasks.caption import CaptionTask
 from multitx.tasks.charlm import CharLMTask
 
 TASKS = {"charlm": LanguageModelConfig, "mlm": LanguageModelConfig, "vit_cifar": ViTConfig,
-         "vit_cifar_quick": ViTConfig, "vit_fashion": ViTConfig, "caption": CaptionerConfig}
+         "vit_cifar_quick": ViTConfig, "vit_fashion": ViTConfig, "vit_finetune": ViTConfig, "caption": CaptionerConfig}
 CHARS = {"vocab.json": {"kind": "char", "chars": "abcdefgh \n"}}
 
 

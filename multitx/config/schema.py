@@ -86,7 +86,9 @@ VIT = {
     "augment.ops": Whole(min=1), "augment.magnitude": Whole(min=0, max=30), "augment.erase": PROBABILITY,
     "augment.mixup": NON_NEGATIVE, "augment.cutmix": NON_NEGATIVE, "augment.mix_prob": PROBABILITY,
     "augment.switch_prob": PROBABILITY, "augment.label_smoothing": RATE,
-    "model.image_size": Size(), "model.patch_size": Size(), "model.pool": Choice(options=("cls", "mean")),
+    "model.image_size": Size(null=True), "model.patch_size": Size(null=True),
+    "model.pool": Choice(options=("cls", "mean")),
+    "pretrained_lr_scale": Number(min=0, max=1, open="min"),
     "model.pretrained": Text(prefix="timm:", null=True),
     **section("model.trunk", TRUNK), **section("model.tokenizer", PATCH_TOKENIZER),
 }
@@ -183,7 +185,11 @@ def check_combinations(cfg: DictConfig, v: dict) -> None:
     if v.get("model.positions") == "rotary" and words in trunks and (v[f"{words}.dim"] // v[f"{words}.heads"]) % 2:
         raise UserError(f"model.positions=rotary turns channel pairs: the width per head "
                         f"({v[f'{words}.dim']} / {v[f'{words}.heads']}) must be even")
-    if "model.image_size" in v and "model.patch_size" in v:
+    for key in ("model.image_size", "model.patch_size"):
+        if key in v and v[key] is None and task_kind(cfg) == "vit" and not v.get("model.pretrained"):
+            raise UserError(f"{key}=null means a pretrained model's own: give model.pretrained=timm:NAME too, "
+                            f"or a size")
+    if v.get("model.image_size") is not None and v.get("model.patch_size") is not None:
         image, patch = as_pair(v["model.image_size"]), as_pair(v["model.patch_size"])
         if image[0] % patch[0] or image[1] % patch[1]:
             raise UserError(f"image size {image[0]}x{image[1]} is not divisible by patch size {patch[0]}x{patch[1]}"

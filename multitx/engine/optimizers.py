@@ -47,10 +47,19 @@ class Chained:
 
 
 def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], cfg: DictConfig,
-          runtime: Runtime) -> torch.optim.AdamW:
-    decay = [p for n, p in named_params if p.dim() >= 2 and n not in exempt]
-    no_decay = [p for n, p in named_params if p.dim() < 2 or n in exempt]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+          runtime: Runtime, pretrained: set[int] = frozenset()) -> torch.optim.AdamW:
+    """Two groups, weight decay on matrices or not; two more at lr x pretrained_lr_scale for the
+    parameters that came from pretrained weights (fine-tuning), when there are any."""
+    scale = float(cfg.get("pretrained_lr_scale", 1.0))
+    groups = []
+    for tuned in (False, True):
+        mine = [(n, p) for n, p in named_params if (id(p) in pretrained) == tuned]
+        if tuned and not mine:
+            continue
+        lr = cfg.lr * (scale if tuned else 1.0)
+        decay = [p for n, p in mine if p.dim() >= 2 and n not in exempt]
+        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for n, p in mine if p.dim() < 2 or n in exempt], "weight_decay": 0.0, "lr": lr}]
     # fused: one kernel for the whole update on the GPU. Not on the CPU: there it
     # broke bit-exact resume in our tests (tests/test_engine.py).
     fused = runtime.device.type == "cuda"
@@ -60,8 +69,9 @@ def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], 
 def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -> torch.optim.Optimizer | Chained:
     exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    pretrained = {id(p) for p in model.pretrained_parameters()} if hasattr(model, "pretrained_parameters") else set()
     if cfg.optimizer == "adamw":
-        return adamw(named, exempt, cfg, runtime)
+        return adamw(named, exempt, cfg, runtime, pretrained)
     if cfg.optimizer != "muon":
         raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     matrices = [p for p in model.matrix_parameters() if p.requires_grad] if hasattr(model, "matrix_parameters") \
@@ -72,4 +82,4 @@ def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -
     taken = {id(p) for p in matrices}
     muon = Muon(matrices, lr=cfg.muon.lr, momentum=cfg.muon.momentum, weight_decay=cfg.muon.weight_decay,
                 ns_steps=cfg.muon.ns_steps)
-    return Chained(muon, adamw([(n, p) for n, p in named if id(p) not in taken], exempt, cfg, runtime))
+    return Chained(muon, adamw([(n, p) for n, p in named if id(p) not in taken], exempt, cfg, runtime, pretrained))

@@ -152,6 +152,17 @@ def vit_from_timm(model: nn.Module, *, tokenizer: str = "conv", **trunk_override
     return vit
 
 
+def timm_input_size(name: str) -> tuple[int, int]:
+    """(H, W) that timm model `name` was trained at, from its pretrained config: nothing is downloaded."""
+    import timm
+
+    found = timm.models.get_pretrained_cfg(name)
+    if found is None or not getattr(found, "input_size", None):
+        raise UserError(f"timm knows no pretrained config named {name!r}; give model.image_size=[H,W], or a timm "
+                        f"model name such as vit_tiny_patch16_224.augreg_in21k")
+    return tuple(found.input_size[-2:])
+
+
 def timm_pretrained(name: str, *, classes: int, image_size, patch_size=None, in_channels: int = 3,
                     **trunk_overrides) -> tuple[ViT, dict]:
     """timm.create_model(name, pretrained=True) converted to a multitx ViT, with a

@@ -89,6 +89,12 @@ class ViT(nn.Module):
         names = {f"tokenizer.{n}" for n in self.tokenizer.no_weight_decay()}
         return names & {n for n, _ in self.named_parameters()}
 
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """What came from pretrained weights (all but the new head), which fine-tuning trains at a lower rate."""
+        if self.config is None or not self.config.pretrained:
+            return []
+        return [p for name, p in self.named_parameters() if not name.startswith("head.")]
+
     def matrix_parameters(self) -> list[nn.Parameter]:
         """The trunk's weight matrices (Muon's share); the tokenizer and head are not."""
         return self.trunk.matrices()

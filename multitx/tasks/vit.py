@@ -38,6 +38,11 @@ class ViTTask(Task):
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
         self.name = cfg.task.name
+        if cfg.model.image_size is None:  # a timm model's own resolution, from its pretrained config (no download)
+            from multitx.models.from_timm import timm_input_size
+
+            with open_dict(cfg):
+                cfg.model.image_size = list(timm_input_size(timm_name(cfg.model.get("pretrained"))))
         self.image_size = pair(cfg.model.image_size)
         train_set, self.test_set = load_images(cfg.data, Path(cfg.data_dir), self.image_size)
         # The best checkpoint is chosen on images held out of training; the test split is touched only by
@@ -93,9 +98,7 @@ class ViTTask(Task):
         """model.pretrained=timm:NAME: timm's pretrained weights, converted; timm's normalisation."""
         from multitx.models.from_timm import timm_pretrained
 
-        source, _, name = spec.partition(":")
-        if source != "timm" or not name:
-            raise UserError(f"model.pretrained={spec}: write timm:MODEL_NAME, e.g. timm:vit_tiny_patch16_224")
+        name = timm_name(spec)
         m, channels = self.cfg.model, self.train_set.channels
         model, pretrained_cfg = timm_pretrained(name, classes=len(self.classes), image_size=self.image_size,
                                                 patch_size=m.patch_size, in_channels=channels,
@@ -165,6 +168,14 @@ class ViTTask(Task):
         return Examples(images=images.permute(0, 2, 3, 1).numpy(),  # (n, H, W, C)
                         titles=[f"{self.classes[p]} / {self.classes[t]}" for p, t in pairs],
                         colours=[RIGHT if p == t else WRONG for p, t in pairs], heading="predicted / true")
+
+
+def timm_name(spec) -> str:
+    source, _, name = str(spec).partition(":")
+    if source != "timm" or not name:
+        raise UserError(f"model.pretrained={spec}: write timm:MODEL_NAME, e.g. timm:vit_tiny_patch16_224 "
+                        f"(model.image_size=null takes that model's own resolution)")
+    return name
 
 
 def data_workers(setting, cuda: bool) -> int:
