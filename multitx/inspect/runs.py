@@ -47,7 +47,8 @@ def kind_of(run_dir: Path, trust_code: bool):
     cfg = checkpoint.run_config(run_dir, None, "multitx.inspect", trust_code=trust_code)
     kind = task_kind(cfg)
     if kind is None:
-        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.inspect knows charlm, vit_* and caption runs")
+        raise UserError(f"{run_dir} is a {cfg.task.name} run; multitx.inspect knows charlm, mlm, vit_* and caption "
+                        f"runs")
     return kind, cfg
 
 
@@ -76,7 +77,8 @@ def inspect_charlm(run_dir: Path, cfg, which: str, prompt: str | None, device, t
             model(ids)
     chars = [char_label(c) for c in vocab.decode(ids[0].tolist())]
     written = vocab.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
-    output = f"prompt: {prompt}\nwritten: {written}" if room else f"prompt: {prompt} (fills the context)"
+    output = f"prompt: {prompt}\nwritten: {written}" if room else \
+        f"prompt: {prompt}" + (" (fills the context)" if new_tokens else " (read at once, both ways)")
     return Inspection("charlm", found, source, chars, chars, output, recorded, model)
 
 
@@ -141,10 +143,10 @@ def inspect_run(run_dir: Path, *, which: str = "best", prompt: str | None = None
     `new_tokens` more) or `image` (ViT, captioner), or on a sample of its own validation data."""
     run_dir = Path(run_dir)
     kind, cfg = kind_of(run_dir, trust_code)
-    if kind == "charlm":
+    if kind in ("charlm", "mlm"):  # the masked model reads the prompt as it is: it writes nothing after it
         if image:
-            raise UserError("image= is for ViT and caption runs; a charlm run takes prompt=\"...\"")
-        return inspect_charlm(run_dir, cfg, which, prompt, device, trust_code, new_tokens)
+            raise UserError(f"image= is for ViT and caption runs; a {kind} run takes prompt=\"...\"")
+        return inspect_charlm(run_dir, cfg, which, prompt, device, trust_code, new_tokens if kind == "charlm" else 0)
     if prompt is not None:
         raise UserError(f"prompt= is for charlm runs; a {cfg.task.name} run takes image=PATH")
     if kind == "vit":
