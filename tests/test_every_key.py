@@ -170,6 +170,9 @@ TASKS = {
     # task: (arguments for a run in RUN_DIR of one step, examples drawn for each key)
     "charlm": (lambda p, run: tiny_charlm_args(p["text"], run, "steps=1", "eval_every=1", "eval_batches=1",
                                                "show_tokens=0", "plots=false", f"data_dir={p['tmp'] / 'datasets'}"), 2),
+    "mlm": (lambda p, run: ["task=mlm", *(a for a in tiny_charlm_args(p["text"], run)[1:] if "show_tokens" not in a),
+                             "steps=1", "eval_every=1", "eval_batches=1", "show_fills=0", "plots=false",
+                             f"data_dir={p['tmp'] / 'datasets'}"], 1),
     "vit": (lambda p, run: image_args(p["images"], run, "steps=1", "eval_every=1", "plots=false",
                                       f"data_dir={p['tmp'] / 'd'}"),
             2),
