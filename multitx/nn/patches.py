@@ -102,7 +102,7 @@ class PatchTokenizer(nn.Module):
                             f"got {tuple(images.shape[1:])}; resize them or set model.image_size")
         tokens = self.embed_patches(images)  # (B, h*w, D)
         if self.cls is not None:
-            tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)  # (B, 1 + h*w, D)
+            tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + h*w, D)
         if self.position is not None:
             tokens = tokens + self.position
         return tokens

@@ -1,0 +1,226 @@
+"""python -m multitx.export run_dir=DIR [format=onnx|pt2] [checkpoint=best|latest|PATH] [out=FILE]
+       [trust_code=false] [debug=false]
+
+Exports the model of a trained ViT run (task=vit_*) or char LM run (task=charlm), to run without multitx:
+
+  format=onnx  RUN_DIR/model.onnx, for onnxruntime and friends (needs the onnx and onnxscript packages)
+  format=pt2   RUN_DIR/model.pt2, a torch.export program: torch.export.load(FILE).module()(inputs)
+
+  ViT      images (B, C, H, W) float32, normalised   -> logits (B, classes)
+  char LM  ids (B, T) int64, 1 <= T <= model.context  -> logits (B, T, vocab); logits[:, -1] score the next char
+
+B (any) and T are dynamic. Beside the model, FILE.json holds what a user needs to feed it: a ViT's class
+names, image size, channels, mean and std; a char LM's characters (id i is chars[i]) and context.
+The export runs on the CPU in fp32, and the written file is run once more, on two batch sizes, against
+the PyTorch model before the command says it is done (ONNX: when onnxruntime is installed).
+"""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multitx import __version__
+from multitx.cli import parse_args, run_cli
+from multitx.config.paths import check_folder
+from multitx.config.rules import Choice, Text
+from multitx.config.schema import LOADING, task_kind
+from multitx.engine import checkpoint
+from multitx.errors import UserError
+from multitx.files import atomic_write_bytes
+from multitx.loading import Loaded, load, locate
+
+DEFAULTS = {"run_dir": None, "format": "onnx", "checkpoint": "best", "out": "", "trust_code": False,
+            "debug": False}
+RULES = {**{key: rule for key, rule in LOADING.items() if key != "device"},  # always the CPU, in fp32
+         "format": Choice(options=("onnx", "pt2")), "out": Text()}
+TOOL = "multitx.export"
+TOLERANCE = 1e-4  # the largest |exported - PyTorch| logit difference the check accepts, relative to max(1, |logit|)
+
+
+class LogitsOnly(nn.Module):
+    """A char LM as an exported graph takes it: ids (B, T) -> logits (B, T, vocab), no loss, no KV cache."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids)[0]
+
+
+def exportable(run: Loaded) -> tuple[nn.Module, str, torch.Tensor, dict, dict]:
+    """(module, input name, example input, torch.export dynamic_shapes, the JSON a user needs) of a loaded run."""
+    batch = torch.export.Dim("batch", min=1)
+    generator = torch.Generator().manual_seed(0)
+    if task_kind(run.config) == "vit":
+        channels, (height, width) = int(run.info["channels"]), tuple(run.info["image_size"])
+        example = torch.randn(2, channels, height, width, generator=generator)
+        about = {"input": {"name": "images", "dtype": "float32", "shape": ["batch", channels, height, width]},
+                 "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(run.classes)]},
+                 "classes": list(run.classes), "image_size": [height, width], "channels": channels,
+                 "mean": list(run.info["mean"]), "std": list(run.info["std"]),
+                 "preprocess": f"scale the image (bicubic, antialiased) until it covers {height}x{width}, keeping "
+                               f"its aspect ratio, and cut out the centre; {'RGB' if channels == 3 else 'grey'} "
+                               f"pixels / 255, minus mean, divided by std, per channel; (C, H, W) order",
+                 "postprocess": "softmax(logits) over the classes; classes[argmax] is the prediction"}
+        return run.model, "images", example, {"images": {0: batch}}, about
+    context, vocab = int(run.config.model.context), run.vocab
+    tokens = min(context, 8)
+    example = torch.randint(0, vocab.vocab_size, (2, tokens), generator=generator)
+    # T dynamic up to the context (the learned position table's length); a context of 1 leaves nothing to vary
+    dims = {0: batch, 1: torch.export.Dim("tokens", min=1, max=context)} if context > 1 else {0: batch}
+    about = {"input": {"name": "ids", "dtype": "int64", "shape": ["batch", "tokens" if context > 1 else 1],
+                       "max_tokens": context},
+             "output": {"name": "logits", "dtype": "float32", "shape": ["batch", "tokens" if context > 1 else 1,
+                                                                      vocab.vocab_size]},
+             "chars": vocab.chars, "vocab_size": vocab.vocab_size, "context": context,
+             "preprocess": "id i is chars[i]; at most `context` ids at once (keep the last ones)",
+             "postprocess": "softmax(logits[:, -1] / temperature) is the next character's distribution"}
+    return LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= 240 else line[:237] + "..."
+
+
+def capture(module: nn.Module, example: torch.Tensor, dynamic: dict, what: str, fmt: str):
+    """torch.export's program of `module`, with the batch (and a char LM's length) dynamic. Strict
+    (TorchDynamo) capture first: it keeps a `len(tensor)` symbolic where the non-strict one fixes it."""
+    failures = []
+    for strict in (True, False):
+        try:
+            with torch.no_grad():
+                return torch.export.export(module, (example,), dynamic_shapes=dynamic, strict=strict)
+        except Exception as err:  # noqa: BLE001 - torch.export raises many kinds
+            failures.append(err)
+    other = "format=pt2 needs the same capture" if fmt == "onnx" else "format=onnx needs the same capture"
+    raise UserError(f"torch.export could not capture {what} with a dynamic batch "
+                    f"({type(failures[0]).__name__}: {first_line(failures[0])}); {other}, so neither format "
+                    f"can export it as it is; debug=true shows the traceback") from failures[0]
+
+
+def write_onnx(program, example: torch.Tensor, name: str, out: Path, what: str) -> None:
+    try:
+        import onnx  # noqa: F401 - torch.onnx's exporter needs both
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise UserError(f"format=onnx needs the onnx and onnxscript packages ({err.name} is not installed): "
+                        f"pip install onnx onnxscript, or export with format=pt2") from None
+    try:
+        onnx_program = torch.onnx.export(program, (example,), dynamo=True, input_names=[name],
+                                         output_names=["logits"], verbose=False)
+        inputs = onnx_program.model.graph.inputs[0].shape
+        names = {inputs[0]: "batch", **({inputs[1]: "tokens"} if name == "ids" and len(inputs) > 1 else {})}
+        onnx_program.rename_axes({dim: new for dim, new in names.items() if not isinstance(dim, int)})
+        onnx_program.save(out)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many kinds
+        raise UserError(f"the ONNX exporter (torch.onnx.export, dynamo=True) could not translate {what} "
+                        f"({type(err).__name__}: {first_line(err)}); format=pt2 saves the torch.export program "
+                        f"instead") from err
+
+
+def check_inputs(example: torch.Tensor, about: dict) -> list[torch.Tensor]:
+    """Inputs of two batch sizes (1 and 3), neither the example's: a char LM's at the longest and a shorter length."""
+    generator = torch.Generator().manual_seed(1)
+    if "classes" in about:
+        return [torch.randn(b, *example.shape[1:], generator=generator) for b in (1, 3)]
+    context = about["context"]
+    return [torch.randint(0, about["vocab_size"], (b, t), generator=generator)
+            for b, t in ((1, context), (3, max(1, context // 2)))]
+
+
+def difference(fmt: str, out: Path, module: nn.Module, inputs: list[torch.Tensor]) -> float | None:
+    """The largest |exported - PyTorch| logit difference over `inputs`, relative to max(1, |logit|);
+    None where the exported file cannot be run here (ONNX without onnxruntime)."""
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            return None
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        run = lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])  # noqa: E731
+    else:
+        loaded = torch.export.load(out).module()
+        run = lambda x: loaded(x)  # noqa: E731
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            try:
+                got = run(x)
+            except Exception as err:  # noqa: BLE001 - onnxruntime and torch.export raise many kinds
+                out.unlink(missing_ok=True)
+                runner = "onnxruntime" if fmt == "onnx" else "torch.export.load(FILE).module()"
+                raise UserError(f"{runner} could not run the exported model on input {tuple(x.shape)} "
+                                f"({type(err).__name__}: {first_line(err)}), so it was deleted; try format="
+                                f"{'pt2' if fmt == 'onnx' else 'onnx'}") from err
+            want = module(x)
+            if got.shape != want.shape:
+                return math.inf
+            worst = max(worst, ((got - want).abs().max() / want.abs().max().clamp_min(1.0)).item())
+    return worst
+
+
+def output_path(out, fmt: str, run_dir: Path) -> Path:
+    out = Path(str(out)).expanduser() if out else run_dir / f"model.{fmt}"
+    if out.is_dir():
+        raise UserError(f"out={out} is a folder; give a file, e.g. out={out / ('model.' + fmt)}")
+    check_folder("out", out.parent, must_exist=False)
+    return out
+
+
+def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_code: bool = False) -> dict:
+    """Export the model of a ViT or char LM run to `out` (default RUN_DIR/model.FORMAT) and write
+    OUT.json beside it; returns what was written and how closely the exported model matches."""
+    path = Path(run_dir)
+    if (path / "config.yaml").is_file():  # the run's task first: another task's run is refused before its checkpoints
+        cfg = checkpoint.run_config(path, None, TOOL, trust_code=trust_code)
+        if task_kind(cfg) not in ("vit", "charlm"):
+            raise UserError(f"{path} is a {cfg.task.name} run; {TOOL} exports ViT (task=vit_*) and char LM "
+                            f"(task=charlm) runs only")
+    run_folder = locate(path, which)[0]  # RUN_DIR, also when run_dir= names one of its checkpoint folders
+    out = output_path(out, fmt, run_folder)
+    run = load(path, which, device="cpu", trust_code=trust_code, tool=TOOL)
+    run.model.float().eval()
+    module, name, example, dynamic, about = exportable(run)
+    what = f"the {run.task} model of {run.checkpoint}"
+    program = capture(module, example, dynamic, what, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        write_onnx(program, example, name, out, what)
+    else:
+        torch.export.save(program, out)
+    gap = difference(fmt, out, module, check_inputs(example, about))
+    if gap is not None and not gap <= TOLERANCE:
+        out.unlink(missing_ok=True)
+        raise UserError(f"the exported {fmt} model's logits differ from PyTorch's by {gap:.3g} (more than "
+                        f"{TOLERANCE:g}) on batches of 1 and 3, so it was deleted; try format="
+                        f"{'pt2' if fmt == 'onnx' else 'onnx'}")
+    about = {"format": fmt, "file": out.name, "task": run.task, "checkpoint": str(run.checkpoint),
+             "multitx_version": __version__, "torch_version": torch.__version__.split("+")[0], **about}
+    sidecar = out.with_name(out.name + ".json")
+    atomic_write_bytes(sidecar, (json.dumps(about, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
+    return {"model": out, "json": sidecar, "difference": gap, "about": about}
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, DEFAULTS, RULES)
+    done = export(Path(str(args["run_dir"])), str(args["format"]), str(args["checkpoint"]),
+                  out=str(args["out"]) or None, trust_code=args["trust_code"])
+    about, gap = done["about"], done["difference"]
+    shape = lambda s: "(" + ", ".join(str(d) for d in s) + ")"  # noqa: E731
+    print(f"wrote {done['model']} ({about['format']}, {done['model'].stat().st_size / 1e6:.2f} MB): "
+          f"{about['input']['name']} {shape(about['input']['shape'])} {about['input']['dtype']} -> "
+          f"logits {shape(about['output']['shape'])}")
+    print(f"wrote {done['json']} ("
+          + ("class names, image size, channels, mean, std" if "classes" in about else "chars and context") + ")")
+    print("checked: onnxruntime is not installed, so the ONNX file was not run" if gap is None else
+          f"checked: max |exported - PyTorch| = {gap:.2g} on batches of 1 and 3")
+
+
+if __name__ == "__main__":
+    run_cli(main)
