@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from multitx.engine.hardware import PRECISIONS, Device, choose_precision, parse_device, precision_note
 from multitx.errors import UserError
 
 
@@ -19,6 +20,7 @@ class Runtime:
     autocast_dtype: torch.dtype | None  # None: plain fp32
     rank: int = 0
     world_size: int = 1
+    note: str = ""  # a hint about the precision chosen, printed at start
 
     @property
     def is_main(self) -> bool:
@@ -27,6 +29,10 @@ class Runtime:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def precision(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, "fp32")
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -44,39 +50,71 @@ class Runtime:
         return batch
 
     def describe(self) -> str:
-        precision = "fp32" if self.autocast_dtype is None else str(self.autocast_dtype).removeprefix("torch.")
         procs = f", {self.world_size} processes" if self.distributed else ""
-        return f"{self.device.type} ({precision}{procs})"
+        name = str(self.device) if self.device.index else self.device.type  # cuda, cuda:1, mps, cpu
+        return f"{name} ({self.precision}{procs})"
 
 
 def setup_runtime(device: str = "auto", precision: str = "auto", timeout_s: float = 300) -> Runtime:
-    """device auto: CUDA if present, else CPU. precision auto: bf16 autocast on
-    GPUs that support it, else fp32 (bf16 on the CPU is hundreds of times slower).
-    Under torchrun (RANK and WORLD_SIZE set) also joins the process group, whose
-    collectives give up after timeout_s seconds without their peers."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device must be auto, cpu or cuda, got {device!r}")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA GPU is visible; use device=auto or device=cpu")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    """device: auto (CUDA if visible, else the CPU), cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:N
+    or mps; precision: auto, fp32, bf16 or fp16, auto as multitx/engine/hardware.py's table says. A
+    device this machine lacks is one clear line. Under torchrun (RANK and WORLD_SIZE set) also joins
+    the process group, whose collectives give up after timeout_s seconds without their peers."""
+    parsed = parse_device(device)
+    if parsed is None:
+        raise UserError(f"device must be {Device().describe()}, got {device!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind, index = parsed
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls for whatever stays in fp32
-        torch.backends.cudnn.allow_tf32 = True
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        dev = cuda_device(device, index, world_size)
+    elif kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("device=mps but MPS is not available here (it needs an Apple-silicon Mac and a PyTorch "
+                            "built with MPS); use device=auto or device=cpu")
+        if world_size > 1:
+            raise UserError("device=mps trains in one process; run it without torchrun")
+        dev = torch.device("mps")
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
-    if precision == "auto":
-        bf16 = use_cuda and torch.cuda.is_bf16_supported()
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+    capability = torch.cuda.get_device_capability(dev) if kind == "cuda" else None
+    chosen = choose_precision(precision, kind, capability, cuda_bf16_native() if kind == "cuda" else None)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
+    return Runtime(dev, dtype, rank, world_size, note=precision_note(precision, chosen, kind))
+
+
+def cuda_device(asked: str, index: int | None, world_size: int) -> torch.device:
+    """The CUDA device of device=cuda (this process's LOCAL_RANK) or device=cuda:N, made current."""
+    if not torch.cuda.is_available():
+        raise UserError(f"device={asked} but no CUDA GPU is visible; use device=auto or device=cpu")
+    if index is not None:
+        if world_size > 1:
+            raise UserError(f"device={asked} names one GPU, but under torchrun each process takes cuda:LOCAL_RANK; "
+                            f"give device=cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+        count = torch.cuda.device_count()
+        if index >= count:
+            shown = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise UserError(f"device={asked} but this machine shows {count} CUDA GPU{'s' if count > 1 else ''} "
+                            f"({shown}); choose one of them, or device=cuda")
     else:
-        bf16 = precision == "bf16"
-    return Runtime(dev, torch.bfloat16 if bf16 else None, rank, world_size)
+        index = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(index)
+    torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls for whatever stays in fp32
+    torch.backends.cudnn.allow_tf32 = True
+    return torch.device("cuda", index)
+
+
+def cuda_bf16_native() -> bool | None:
+    """Whether the current CUDA GPU has bf16 in hardware (not emulated); None where torch cannot say."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without including_emulation: decide by compute capability
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -86,7 +124,7 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """The RNG states of Python, NumPy, torch and CUDA, as tensors and plain types
+    """The RNG states of Python, NumPy, torch, CUDA and MPS, as tensors and plain types
     (so that the checkpoint loads with torch.load(weights_only=True))."""
     version, mt_state, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
@@ -96,6 +134,7 @@ def rng_state() -> dict:
                   "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **({"mps": torch.mps.get_rng_state()} if torch.backends.mps.is_available() else {}),
     }
 
 
@@ -107,3 +146,5 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("mps") is not None and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])

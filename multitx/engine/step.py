@@ -1,0 +1,78 @@
+"""One optimizer step of the training loop, with precision=fp16's loss scaler.
+
+    for each micro-batch: forward (task.loss) under autocast, backward of the scaled loss
+                          (under DDP gradients are averaged across processes on the last one only)
+    unscale the gradients (only fp16 scales them), clip them
+    one small all-reduce: every process agrees on "loss finite?", "gradients finite?", "stop asked?"
+    all finite: the optimizer steps through the scaler (which finds the same gradients finite)
+    otherwise:  no update, and the step is one of two kinds:
+        "overflow"   fp16 only: the loss is finite but the scaled gradients overflowed at a loss scale of
+                     at least 1. That is the scaler's business, as in torch.amp.GradScaler's own loop: the
+                     step is skipped and the scale halved; nonfinite= does not count it.
+        "nonfinite"  a NaN/inf loss, or gradients that are not finite even unscaled (fp32, bf16, or fp16
+                     at a loss scale below 1): the trainer's nonfinite= decides (stop | skip).
+    scaler.update() ends every step, so that the scale (and its growth) follows what the scaler saw.
+
+With precision other than fp16 the scaler is disabled, and every call on it is a no-op.
+"""
+
+from contextlib import nullcontext
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+
+class StepResult(NamedTuple):
+    loss: float  # the step's mean loss over its micro-batches (unscaled)
+    grad_norm: float  # before clipping
+    kind: str  # "ok" | "overflow" | "nonfinite" (see the module doc)
+    stop: bool  # a process was asked to stop (SIGTERM / Ctrl-C)
+    items: int  # the task's units this process trained on
+    scale: float  # the loss scale the step used (1 without fp16)
+
+
+class Stepper:
+    def __init__(self, task, model: torch.nn.Module, forward_model, optimizer, runtime, cfg):
+        self.task, self.model, self.forward_model, self.optimizer = task, model, forward_model, optimizer
+        self.runtime, self.cfg = runtime, cfg
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
+
+    def state_dict(self) -> dict:
+        """The loss scaler's state, plain numbers ({} without fp16), for the checkpoint's state.pt."""
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state and self.scaler.is_enabled():  # a run that changes precision on resume starts a fresh scale
+            self.scaler.load_state_dict(state)
+
+    def __call__(self, batches, stop_asked: bool) -> StepResult:
+        cfg, runtime, scaler = self.cfg, self.runtime, self.scaler
+        loss_sum = torch.zeros((), device=runtime.device)
+        items = 0
+        for micro in range(cfg.grad_accum):
+            batch = runtime.to_device(next(batches))
+            no_sync = runtime.distributed and micro < cfg.grad_accum - 1
+            with self.forward_model.no_sync() if no_sync else nullcontext(), runtime.autocast():
+                loss = self.task.loss(self.forward_model, batch) / cfg.grad_accum
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            items += self.task.items_in(batch)
+        scaler.unscale_(self.optimizer)  # clipping sees the true gradients
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        flags = torch.stack([torch.isfinite(loss_sum), torch.isfinite(grad_norm),
+                             torch.tensor(stop_asked, device=runtime.device)]).float()
+        if runtime.distributed:  # finite: the minimum over processes; stop: the maximum
+            flags[:2] = -flags[:2]
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            flags[:2] = -flags[:2]
+        loss_ok, grads_ok, stop = bool(flags[0]), bool(flags[1]), bool(flags[2])
+        scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+        if loss_ok and grads_ok:
+            kind = "ok"
+            scaler.step(self.optimizer)
+        else:
+            kind = "overflow" if scaler.is_enabled() and loss_ok and scale >= 1 else "nonfinite"
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler.update()
+        return StepResult(loss_sum.item(), grad_norm.item(), kind, stop, items, scale)
