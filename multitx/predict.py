@@ -41,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from multitx.cli import parse_args, run_cli
+from multitx.config.paths import nearest_existing, writable_folder
 from multitx.config.rules import Whole
 from multitx.config.schema import LOADING
 from multitx.data.images.datasets import IMAGE_SUFFIXES
@@ -147,10 +148,8 @@ def output_file(value: str, run_dir: Path) -> Path:
     out = Path(value).expanduser() if value else run_dir / "predictions.csv"
     if out.is_dir():
         raise UserError(f"out={out} is a folder; give the CSV file to write, e.g. out={out / 'predictions.csv'}")
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    parent = nearest_existing(out)
+    if not writable_folder(parent):
         raise UserError(f"cannot write {out}: {parent} is not a writable folder; give out=FILE elsewhere")
     return out
 

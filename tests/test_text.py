@@ -36,7 +36,7 @@ def test_textfile_corpus_is_split_90_10_and_memory_mapped(tmp_path, small_corpus
 def test_pysource_corpus_needs_no_download(tmp_path):
     data = load_corpus("pysource", tmp_path)
     assert len(data.train) > 1_000_000
-    assert "def " in data.tokenizer.decode(data.train[:5000].tolist())
+    assert "def " in data.vocab.decode(data.train[:5000].tolist())
 
 
 def test_shakespeare_is_used_offline_when_present(tmp_path, monkeypatch):

@@ -202,6 +202,8 @@ def test_tiny_vit_cifar_run_end_to_end(tmp_path, monkeypatch):
                        "model.trunk.heads=2", "progress=false", "device=cpu"])
     metrics = train(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    tested = rows.pop()  # the final test evaluation, apart from the evaluations on val
+    assert tested["split"] == "test" and 0 <= tested["test_acc"] <= 1
     assert [r["step"] for r in rows] == [2, 4]
     assert all(0 <= r["val_acc"] <= 1 and r["val_loss"] > 0 for r in rows)
     assert metrics["val_acc"] == rows[-1]["val_acc"]

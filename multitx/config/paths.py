@@ -18,11 +18,21 @@ def check_folder(key: str, path: Path, must_exist: bool, hint: str = "") -> None
         return
     if must_exist:
         raise UserError(f"{key}={path} does not exist{hint or '; give an existing folder'}")
-    parent = path.absolute().parent
+    parent = nearest_existing(path)
+    if not writable_folder(parent):
+        raise UserError(f"{key}={path} cannot be made: {parent} is not a writable folder; choose another place")
+
+
+def nearest_existing(path: Path) -> Path:
+    """The nearest folder above `path` that exists: where making it would start."""
+    parent = Path(path).absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{key}={path} cannot be made: {parent} is not a writable folder; choose another place")
+    return parent
+
+
+def writable_folder(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def check_file(key: str, path: Path, text: bool) -> None:
