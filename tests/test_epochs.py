@@ -74,8 +74,38 @@ def test_warmup_epochs_alone_keep_the_steps():
 
 
 def test_without_epoch_keys_nothing_changes():
-    cfg, said = resolved("steps=123")
-    assert (cfg.steps, cfg.warmup_steps, cfg.eval_every, said) == (123, 3900, 1950, "")
+    cfg, said = resolved("epochs=null", "warmup_epochs=null", "eval_every_epochs=null", "steps=123",
+                         "warmup_steps=7", "eval_every=50")
+    assert (cfg.steps, cfg.warmup_steps, cfg.eval_every, said) == (123, 7, 50, "")
+
+
+def test_the_vision_recipes_are_written_in_epochs():
+    """CIFAR-10's 50,000 training images less the 5,000 held out: 351 batches of 128 an epoch."""
+    cfg, said = resolved(items=45_000)
+    assert (cfg.epochs, cfg.steps, cfg.warmup_steps, cfg.eval_every) == (100, 35_100, 3_510, 1_755)
+    assert said.startswith("35100 steps = 100 epochs of 351 steps (45000 examples an epoch, batches of 128)")
+    fashion = load_config(["task=vit_fashion"])
+    resolve_length(fashion, 54_000, 1, say=lambda *_, **__: None)
+    assert (fashion.steps, fashion.warmup_steps, fashion.eval_every) == (12 * 421, 250, 6 * 421)
+    for task in ("vit_cifar_quick", "vit_finetune"):
+        assert load_config([f"task={task}"]).epochs is not None
+
+
+def test_a_steps_of_the_users_own_sets_the_recipes_epochs_aside():
+    cfg, said = resolved("steps=500", items=45_000)
+    assert (cfg.steps, cfg.epochs, cfg.warmup_steps, cfg.eval_every) == (500, None, 3_510, 1_755)
+    assert "steps=500 given: the task file's epochs=100 set aside" in said
+    cfg, said = resolved("warmup_steps=20", "eval_every=100", items=45_000)
+    assert (cfg.steps, cfg.warmup_steps, cfg.eval_every) == (35_100, 20, 100)
+    assert (cfg.warmup_epochs, cfg.eval_every_epochs) == (None, None)
+
+
+@pytest.mark.parametrize("key, target", [("epochs", "steps"), ("warmup_epochs", "warmup_steps"),
+                                         ("eval_every_epochs", "eval_every")])
+def test_a_length_given_neither_way_is_refused_before_the_data(tmp_path, capsys, key, target):
+    code, err = one_line(["task=vit_cifar", f"{key}=null", f"{target}=null", f"run_dir={tmp_path / 'run'}",
+                          f"data.root={tmp_path / 'no-cifar'}"], capsys)
+    assert (code, err) == (2, f"error: {target} and {key} are both null: give {target}=N or {key}=N\n")
 
 
 def test_a_steps_that_agrees_with_the_epochs_is_let_through():

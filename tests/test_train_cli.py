@@ -76,7 +76,7 @@ def test_unknown_config_key_is_one_clear_line(tmp_path):
     (["steps=many"], "error: steps must be a whole number, got 'many'"),
     (["compile=maybe"], "error: compile must be true or false, got 'maybe'"),
     (["task=charlmm"], "error: unknown task 'charlmm'; choose one of: "),
-    (["steps=0"], "error: steps must be at least 1, got 0"),
+    (["steps=0"], "error: steps must be at least 1 or null, got 0"),
     (["device=tpu"], "error: device must be one of auto, cpu, cuda, cuda:N, mps, got 'tpu'"),
     (["data=textfile"], "error: data=textfile needs a file: add data.path=FILE"),
 ])

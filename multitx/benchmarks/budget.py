@@ -26,6 +26,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from multitx.cli import load_config
+from multitx.engine.length import resolve_length
 from multitx.engine.optimizers import build_optimizer
 from multitx.engine.runtime import seed_everything, setup_runtime
 
@@ -40,10 +41,12 @@ def calibrate(cfg: DictConfig, steps: int = 20, warmup: int = 5) -> tuple[float,
     """Median seconds per training step (forward, backward, clipping, optimizer step) and
     seconds per evaluation, for this config on this machine. The median, not a lower
     quantile: a run slower than its calibration overruns the budget, one faster only
-    leaves seconds unused."""
+    leaves seconds unused. A length in epochs is worked out as steps in cfg, as the
+    trainer does (engine/length.py), from the task's training set."""
     runtime = setup_runtime(cfg.device, cfg.precision)
     seed_everything(cfg.seed)
     task = get_class(cfg.task._target_)(cfg, runtime)
+    resolve_length(cfg, task.train_items(), runtime.world_size, say=lambda *_, **__: None)
     model = task.build_model().to(runtime.device)
     optimizer = build_optimizer(model, cfg, runtime)
     batches = task.train_batches()
@@ -71,7 +74,7 @@ def fit_to_budget(argv: list[str], seconds: float, *, started: float | None = No
     needed. With `started` (a time.perf_counter() value), the time since then, calibration
     included, and 5 s to load the data again count against the budget too."""
     cfg = load_config(argv)
-    step_s, eval_s = calibrate(cfg)
+    step_s, eval_s = calibrate(cfg)  # cfg.steps, warmup_steps, eval_every: from epochs if given so
     spent = 0.0 if started is None else time.perf_counter() - started + 5.0
     evals = math.ceil(cfg.steps / cfg.eval_every)
     fits = int((seconds - spent - evals * eval_s) / (MARGIN * step_s))
@@ -80,8 +83,10 @@ def fit_to_budget(argv: list[str], seconds: float, *, started: float | None = No
         return cfg
     steps = max(fits, 1)
     scale = steps / cfg.steps
-    # as many evaluations as the config asks for, the last one at the last step
-    extra = [f"steps={steps}", f"warmup_steps={max(1, round(cfg.warmup_steps * scale))}",
+    # as many evaluations as the config asks for, the last one at the last step; in steps, the
+    # epochs (the recipe's or the user's) set aside
+    extra = ["epochs=null", "warmup_epochs=null", "eval_every_epochs=null",
+             f"steps={steps}", f"warmup_steps={max(1, round(cfg.warmup_steps * scale))}",
              f"eval_every={math.ceil(steps / evals)}"]
     print(f"{cfg.steps} steps need ~{cfg.steps * step_s:.0f} s here ({step_s * 1000:.0f} ms/step); "
           f"running {steps} steps to fit the {seconds:.0f} s budget", flush=True)

@@ -43,17 +43,17 @@ from multitx.errors import UserError
 # ---------------------------------------------------------------------------------------------- the rules
 
 SHARED = {
-    "steps": Whole(min=1), "batch_size": Whole(min=1), "grad_accum": Whole(min=1),
+    "steps": Whole(min=1, null=True), "batch_size": Whole(min=1), "grad_accum": Whole(min=1),
     "epochs": Whole(min=1, null=True), "warmup_epochs": Whole(min=0, null=True),  # engine/length.py
     "eval_every_epochs": Whole(min=1, null=True),
-    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "warmup_steps": Whole(min=0), "weight_decay": NON_NEGATIVE,
+    "lr": POSITIVE, "min_lr": NON_NEGATIVE, "warmup_steps": Whole(min=0, null=True), "weight_decay": NON_NEGATIVE,
     "betas": Numbers(count=2, each=RATE), "optimizer": Choice(options=("adamw", "muon")),
     "muon.lr": POSITIVE, "muon.momentum": RATE, "muon.weight_decay": NON_NEGATIVE, "muon.ns_steps": Whole(min=1),
     "grad_clip": NON_NEGATIVE, "device": Device(),  # auto, cpu, cuda, cuda:N, mps
     "precision": Choice(options=PRECISIONS), "compile": Flag(), "deterministic": Flag(),
     "dist_timeout": Number(min=0, open="min"),
     "seed": Whole(min=0), "run_dir": Folder(must_exist=False), "resume": Resume(null=True),
-    "eval_every": Whole(min=1), "eval_batches": Whole(min=1), "keep_checkpoints": Whole(min=1),
+    "eval_every": Whole(min=1, null=True), "eval_batches": Whole(min=1), "keep_checkpoints": Whole(min=1),
     "nonfinite": Choice(options=("stop", "skip")), "max_skipped_steps": Whole(min=0), "progress": Flag(),
     "plots": Flag(),
     "data_dir": Folder(must_exist=False), "debug": Flag(), "task.name": Text(), "task._target_": Text(),

@@ -11,11 +11,14 @@ and likewise warmup_steps from warmup_epochs, eval_every from eval_every_epochs 
 The steps replace the YAML's in the run's config, so RUN_DIR/config.yaml records them, and a
 resume (same data, same global batch: trainer.check_same_global_batch) works out the same.
 
-Which one counts: with epochs= set, steps is worked out. A steps= of the user's own beside it
-(a value that is not the task file's default, e.g. steps=500 on the command line) is refused,
-unless it is the very number the epochs give (a config that was resolved already); the same
-for each of the three pairs. A task without epochs (Task.train_items() is None: charlm's
-random windows of a text) refuses all three.
+Which one counts, pair by pair: the one the user gave. A recipe may be written in epochs
+(task/vit_fashion.yaml: epochs: 12, steps: null); a steps= of the user's own (one that is not
+the task file's value, e.g. steps=500 on the command line) then wins over the file's epochs,
+which are set aside (epochs: null in config.yaml) and said so. Both given by the user is
+refused, unless the steps are the very number the epochs give (a config that was resolved
+already, as on a resume); so is neither (both null). The same for each of the three pairs.
+A task without epochs (Task.train_items() is None: charlm's random windows of a text)
+refuses all three.
 """
 
 from hydra.errors import HydraException
@@ -46,7 +49,11 @@ def no_epochs(cfg: DictConfig, keys: list[str]) -> UserError:
 
 
 def check_has_epochs(cfg: DictConfig, task_class: type[Task]) -> None:
-    """Before any data is loaded: a task class that keeps Task's train_items (None) has no epochs."""
+    """Before any data is loaded: each pair has a value (steps= or epochs=, ...), and a task class that
+    keeps Task's train_items (None) has no epochs."""
+    for key, target in IN_EPOCHS.items():
+        if cfg.get(key) is None and cfg.get(target) is None:
+            raise UserError(f"{target} and {key} are both null: give {target}=N or {key}=N")
     keys = in_epochs(cfg)
     if keys and task_class.train_items is Task.train_items:
         raise no_epochs(cfg, keys)
@@ -77,6 +84,7 @@ def resolve_length(cfg: DictConfig, train_items: int | None, world_size: int, sa
         raise UserError(f"an epoch of {train_items} examples holds no whole batch of {global_batch} ({of}): "
                         f"lower batch_size, or give steps=")
     defaults = task_defaults(cfg)
+    set_aside = []
     for key in keys:
         target, epochs = IN_EPOCHS[key], cfg[key]
         value = steps_for(epochs, train_items, cfg.batch_size, world_size, cfg.grad_accum)
@@ -85,14 +93,22 @@ def resolve_length(cfg: DictConfig, train_items: int | None, world_size: int, sa
                             f"batches: give more epochs, or a smaller grad_accum")
         value = max(value, 1) if target == "eval_every" else value
         given = cfg[target]
-        if defaults is not None and given != defaults.get(target) and given != value:
+        steps_given = defaults is not None and given is not None and given != defaults.get(target) and given != value
+        epochs_given = defaults is None or epochs != defaults.get(key)
+        if steps_given and epochs_given:
             raise UserError(f"{target}={given} and {key}={epochs} both say how long: give one of them "
                             f"({key}={epochs} makes {target}={value} here)")
-        cfg[target] = value
+        if steps_given:  # the user's steps over the task file's epochs
+            cfg[key] = None
+            set_aside.append(f"{target}={given} given: the task file's {key}={epochs} set aside")
+        else:
+            cfg[target] = value
+    keys = in_epochs(cfg)
     per_epoch = f"{batches / cfg.grad_accum:g}"
     head = f"{cfg.steps} steps = {cfg.epochs} epochs of {per_epoch} steps" if cfg.get("epochs") is not None \
         else f"an epoch is {per_epoch} steps"
     rest = ", ".join(f"{IN_EPOCHS[k]}={cfg[IN_EPOCHS[k]]} ({cfg[k]} epoch{'' if cfg[k] == 1 else 's'})"
                      for k in keys if k != "epochs")
     say(f"{head} ({train_items} examples an epoch, batches of {global_batch}"
-        f"{f' x grad_accum {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}){'; ' + rest if rest else ''}", flush=True)
+        f"{f' x grad_accum {cfg.grad_accum}' if cfg.grad_accum > 1 else ''}){'; ' + rest if rest else ''}"
+        f"{''.join('; ' + s for s in set_aside)}", flush=True)
