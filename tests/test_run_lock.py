@@ -15,19 +15,25 @@ from tests.conftest import tiny_charlm_args
 from tests.test_engine import resume_args, start_training, wait_for_checkpoint
 
 
+def checkpoint_names(run_dir) -> set[str]:
+    """What checkpoints/ holds, less the hidden temporary files of an atomic write still under way
+    (the first trainer keeps writing while the second is refused)."""
+    return {p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith(".")}
+
+
 def test_a_second_trainer_in_the_same_run_folder_is_refused_at_once(tmp_path, small_corpus, capsys):
     run_dir = tmp_path / "run"
     first = start_training(*resume_args(small_corpus, run_dir, "steps=100000"))
     try:
         wait_for_checkpoint(run_dir, first)
-        before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+        before = checkpoint_names(run_dir)
         with pytest.raises(SystemExit) as stop:
             run_cli(train.main, resume_args(small_corpus, run_dir, "steps=100000", "resume=auto"))
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1, err
         assert f"is being trained by pid {first.pid} on " in err and "choose another run_dir" in err
         assert first.poll() is None, "the first trainer goes on"
-        assert set(before) <= {p.name for p in (run_dir / "checkpoints").iterdir()}
+        assert before <= checkpoint_names(run_dir), "the refused trainer removed none of the first one's files"
     finally:
         first.kill()
         first.wait()
