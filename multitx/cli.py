@@ -58,6 +58,9 @@ def explain_hydra_error(err: Exception) -> str:
         group, name = m.group(1), m.group(2)
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         return f"unknown {group} '{name}'; choose one of: {', '.join(options)}"
+    if m := re.search(r"LexerNoViableAltException: (\S+?)=(\S*[<>]\S*)", text):
+        return f"cannot parse {m.group(1)}={m.group(2)}: the command line needs <= and >= quoted, as in " \
+               f"'{m.group(1)}=\"{m.group(2)}\"'"
     if m := re.search(r"Error parsing override '([^']+)'", text):
         return f"cannot parse the argument '{m.group(1)}'; write key=value (quote values with spaces)"
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__

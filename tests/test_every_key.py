@@ -90,6 +90,8 @@ class Draws:
                 return st.just(str(p["text"]))
             case schema.Which():
                 return st.sampled_from(["best", "latest"])
+            case schema.Target():
+                return st.sampled_from(["val_loss<=100", "val_loss>=0", "val_loss <= 1e-3"])
         raise AssertionError(f"no valid values for {type(rule).__name__} of {key}: add them here")
 
     def invalid(self, key: str, rule: schema.Rule):
@@ -131,6 +133,8 @@ class Draws:
                       ([st.just(str(p["latin1"]))] if text else [])
             case schema.Which():
                 out = [st.just(str(p["missing"])), st.just("newest")]
+            case schema.Target():
+                out = [st.sampled_from(["val_loss", "<=1", "val_loss<1", "val_loss<=x", "val loss>=1"]), st.just(5)]
             case _:
                 raise AssertionError(f"no invalid values for {type(rule).__name__} of {key}: add them here")
         return st.one_of(*out, *base)

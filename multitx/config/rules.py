@@ -1,5 +1,5 @@
 """The rules that check one setting's value each: Whole, Number, Choice, Flag, Text, Names,
-Numbers, Size, Workers, Folder, File, Resume, Which.
+Numbers, Size, Workers, Folder, File, Resume, Which, Target.
 
     Whole(min=1).check("steps", 0)   raises UserError("steps must be at least 1, got 0")
 
@@ -7,6 +7,7 @@ multitx/config/schema.py says which rule checks which key.
 """
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,3 +262,23 @@ class Which(Rule):
         if not isinstance(value, str) or not Path(value).expanduser().is_dir():
             raise UserError(f"{key} must be best, latest or an existing checkpoint folder "
                             f"(RUN_DIR/checkpoints/step_N), got {shown(value)}")
+
+
+TARGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Target(Rule):
+    """stop_at=: a metric, <= or >=, and a number ("val_loss<=1.47", "val_acc>=0.945")."""
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and TARGET.match(value) is not None
+
+    def describe(self) -> str:
+        return "a metric, <= or >= and a number, e.g. val_loss<=1.47"
+
+    @staticmethod
+    def parse(value: str) -> tuple[str, str, float]:
+        """"val_loss<=1.47" -> ("val_loss", "<=", 1.47)."""
+        metric, op, number = TARGET.match(value).groups()
+        return metric, op, float(number)

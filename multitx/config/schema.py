@@ -32,6 +32,7 @@ from multitx.config.rules import (
     Resume,
     Rule,
     Size,
+    Target,
     Text,
     Which,
     Whole,
@@ -55,7 +56,7 @@ SHARED = {
     "seed": Whole(min=0), "run_dir": Folder(must_exist=False), "resume": Resume(null=True),
     "eval_every": Whole(min=1, null=True), "eval_batches": Whole(min=1), "keep_checkpoints": Whole(min=1),
     "nonfinite": Choice(options=("stop", "skip")), "max_skipped_steps": Whole(min=0), "progress": Flag(),
-    "plots": Flag(),
+    "plots": Flag(), "stop_at": Target(null=True),
     "data_dir": Folder(must_exist=False), "debug": Flag(), "task.name": Text(), "task._target_": Text(),
     "data.name": Text(),
 }

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from multitx.config.rules import Target
 from multitx.config.schema import validate
 from multitx.engine import checkpoint
 from multitx.engine.length import check_has_epochs, resolve_length
@@ -53,6 +54,17 @@ def lr_at(step: int, cfg: DictConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) * (cfg.lr - cfg.min_lr)
+
+
+def reached(target: tuple[str, str, float], metrics: dict, task: Task) -> bool:
+    """Whether an evaluation's metrics reach stop_at's target (metric, "<=" | ">=", value)."""
+    metric, op, value = target
+    if metric not in metrics:
+        known = ", ".join(k for k, v in metrics.items() if isinstance(v, (int, float)))
+        raise UserError(f"stop_at names {metric}, which task={task.name}'s evaluations do not report "
+                        f"(they report {known}); name one of those")
+    got = metrics[metric]
+    return got is not None and (got <= value if op == "<=" else got >= value)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -124,6 +136,8 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
                                is_best=is_best, artifacts=artifacts)
 
     metrics: dict = {}
+    started = time.perf_counter()
+    target = Target.parse(cfg.stop_at) if cfg.get("stop_at") else None
     window_loss, window_steps, window_items, window_time = 0.0, 0, 0, 0.0
     last_saved = step if start_from else None
     bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and runtime.is_main), dynamic_ncols=True,
@@ -170,6 +184,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
                     metrics.update(task.evaluate(model))
                     metrics[f"{task.unit}_per_s"] = window_items * runtime.world_size / max(window_time, 1e-9)
                     metrics["lr"] = lr
+                    metrics["time_s"] = time.perf_counter() - started  # since training started (this process)
                     watched = metrics.get(task.watch[0])
                     is_best = watched is not None and (best is None or (watched < best if task.watch[1] == "min"
                                                                          else watched > best))
@@ -192,6 +207,10 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
                     last_saved = step
                     window_loss, window_steps, window_items, window_time = 0.0, 0, 0, 0.0
                     model.train()
+                    if target and reached(target, metrics, task):
+                        say(f"stop_at {cfg.stop_at} reached at step {step}, {metrics['time_s']:.1f} s after "
+                            f"training started", flush=True)
+                        break
 
                 if result.stop:
                     saved = save() if last_saved != step else checkpoint.latest(run_dir)
