@@ -13,13 +13,17 @@ defaults) are filled in, so that the rebuilt model is the one that was trained.
 
 from omegaconf import DictConfig, OmegaConf
 
-# What the 0.1 code used for trunk settings its config did not hold.
+# What the 0.1 code used for trunk settings its config did not hold (and QK-norm and zero-initialised
+# projections, which came in 0.2, were off before).
+ADDED_IN_0_2 = {"qk_norm": False, "zero_init": False}
 LANGUAGE_MODEL_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout": 0.0, "drop_path": 0.0,
-                        "norm_eps": 1e-5}
+                        "norm_eps": 1e-5, **ADDED_IN_0_2}
 VIT_TRUNK = {"mlp_ratio": 2.0, "activation": "gelu", "bias": True, "dropout": 0.0, "drop_path": 0.0,
-             "norm_eps": 1e-6}
+             "norm_eps": 1e-6, **ADDED_IN_0_2}
 CAPTION_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout": 0.0, "drop_path": 0.0,
-                 "norm_eps": 1e-5}
+                 "norm_eps": 1e-5, **ADDED_IN_0_2}
+# A language model's options from the speedruns, which runs written before them did not use.
+LANGUAGE_MODEL_OPTIONS = {"tie_head": True, "value_embeds": False, "logit_softcap": 0.0}
 HOLDS_OUT = {"cifar10": 0.1, "fashion_mnist": 0.1, "imagefolder": 0.1, "coco": 0.05, "flickr": 0.05}
 TRUNK_KEYS = ("dim", "layers", "heads", "mlp_ratio", "activation", "bias", "dropout", "drop_path", "norm_eps")
 
@@ -59,6 +63,8 @@ def fill_trunks(model: dict, task_name: str) -> dict:
     for name in ("trunk", "encoder", "decoder"):
         if isinstance(model.get(name), dict):
             model[name] = {**defaults, **model[name]}
+    if task_name in ("charlm", "mlm"):
+        model = {**LANGUAGE_MODEL_OPTIONS, **model}
     return model
 
 

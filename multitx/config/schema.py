@@ -66,6 +66,7 @@ WORD_POSITIONS = Choice(options=("learned", "sinusoidal", "rotary"))
 TRUNK = {  # TrunkConfig (multitx/nn/trunk.py): one schema for every trunk of every model
     "dim": Whole(min=1), "layers": Whole(min=1), "heads": Whole(min=1), "mlp_ratio": POSITIVE,
     "activation": ACTIVATION, "bias": Flag(), "dropout": RATE, "drop_path": RATE, "norm_eps": POSITIVE,
+    "qk_norm": Flag(), "zero_init": Flag(),
 }
 PATCH_TOKENIZER = {
     "name": Text(), "_target_": Text(null=True), "module": Names(null=True),
@@ -80,6 +81,7 @@ def section(prefix: str, rules: dict[str, Rule]) -> dict[str, Rule]:
 
 
 LANGUAGE_MODEL = {"model.context": Whole(min=1), "model.positions": WORD_POSITIONS, "model.causal": Flag(),
+                  "model.tie_head": Flag(), "model.value_embeds": Flag(), "model.logit_softcap": NON_NEGATIVE,
                   **section("model.trunk", TRUNK)}
 CHARLM = {"show_tokens": Whole(min=0), **LANGUAGE_MODEL}
 

@@ -60,9 +60,10 @@ def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], 
         decay = [p for n, p in mine if p.dim() >= 2 and n not in exempt]
         groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
                    {"params": [p for n, p in mine if p.dim() < 2 or n in exempt], "weight_decay": 0.0, "lr": lr}]
-    # fused: one kernel for the whole update on the GPU. Not on the CPU: there it
-    # broke bit-exact resume in our tests (tests/test_engine.py).
-    fused = runtime.device.type == "cuda"
+    # fused: one kernel for the whole update, on the GPU and the CPU alike (on the CPU, 0.36 against
+    # 1.68 ms a step for the char LM's 0.8M parameters, Zen 4, 2026-12-06); exact resume holds
+    # (tests/test_engine.py). Not on MPS, where the kernel is newer.
+    fused = runtime.device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
 
 

@@ -1,4 +1,8 @@
-"""A GPT: text embedder -> causal trunk -> LM head tied to the embedding.
+"""A GPT: text embedder -> causal trunk -> LM head (tied to the embedding, or its own).
+
+Options from the modded-nanogpt speedruns, each off by default (the char LM recipe's choices and
+what each did are in multitx/benchmarks/charlm.py): an untied head, value embeddings (a second
+embedding of each token added to every block's attention values) and logit soft-capping.
 
 With causal=False the same model reads the whole sequence at once: the
 encoder-only masked language model of task=mlm (BERT's objective on characters).
@@ -24,6 +28,9 @@ class LanguageModelConfig:
     positions: str = "learned"  # learned | sinusoidal | rotary
     causal: bool = True  # each token sees only those before it (False: all of them, for task=mlm)
     trunk: TrunkConfig = field(default_factory=TrunkConfig)  # dim, layers, heads, ... (nn/trunk.py)
+    tie_head: bool = True  # the head reads out with the token embedding's weights (False: its own, from zero)
+    value_embeds: bool = False  # each block adds its own embedding of the tokens to its attention values
+    logit_softcap: float = 0.0  # > 0: logits = c * tanh(logits / c), never beyond +-c; 0: off
 
 
 class LanguageModel(nn.Module):
@@ -35,14 +42,23 @@ class LanguageModel(nn.Module):
                                   dropout=config.trunk.dropout)
         self.trunk = Trunk.from_config(config.trunk, causal=config.causal,
                                        rotary_positions=config.context if config.positions == "rotary" else 0)
-        self.head = LMHead(width, config.vocab_size, tie_to=self.embed.token)
+        self.head = LMHead(width, config.vocab_size, tie_to=self.embed.token if config.tie_head else None,
+                           softcap=config.logit_softcap)
+        # (vocab, D) tables, one a block, read by token id: a shortcut from each token to every block's values
+        self.value_embeds = None
+        if config.value_embeds:
+            layers = config.trunk.layers
+            self.value_embeds = nn.ModuleList(nn.Embedding(config.vocab_size, width) for _ in range(layers))
+            for table in self.value_embeds:
+                nn.init.zeros_(table.weight)  # the model starts as it would without them
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None):
         """ids: (B, T) -> logits (B, T, vocab), and the mean cross-entropy against
         targets (B, T) (ids shifted by one) when given."""
         start = 0 if cache is None else cache.length
         tokens = self.embed(ids, start)  # (B, T, D)
-        logits = self.head(self.trunk(tokens, cache=cache))  # (B, T, vocab)
+        values = None if self.value_embeds is None else [table(ids) for table in self.value_embeds]  # (B, T, D) each
+        logits = self.head(self.trunk(tokens, cache=cache, value_embeds=values))  # (B, T, vocab)
         loss = None
         if targets is not None:  # a target of -100 (cross_entropy's ignore_index) is not scored
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

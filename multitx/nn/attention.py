@@ -52,11 +52,16 @@ class Attention(nn.Module):
     weights and the outputs through hooks.
     """
 
-    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = False, cross: bool = False):
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = False, cross: bool = False,
+                 qk_norm: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"model width {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim, self.cross = heads, dim // heads, cross
+        # QK-norm (Dehghani et al. 2023; modded-nanogpt): each head's query and key scaled to unit RMS
+        # (times a learned gain) before they meet, so that no logit can grow without bound.
+        self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else None
         if cross:
             self.to_q = nn.Linear(dim, dim, bias=bias)  # queries from the tokens being written
             self.to_kv = nn.Linear(dim, 2 * dim, bias=bias)  # keys and values from the memory
@@ -80,6 +85,7 @@ class Attention(nn.Module):
         rotary: Rotary | None = None,
         cache: LayerCache | None = None,
         queries: int | None = None,
+        value_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D), or (B, queries, D) with `queries`: only the first
         tokens ask (their outputs alone are computed), every token still answers.
@@ -88,21 +94,26 @@ class Attention(nn.Module):
         key_mask: (B, S) bool, True for real keys, False for padding.
         cache: keys/values of earlier positions (self-attention) or of the
             memory (cross-attention); appended to / filled in place.
+        value_embed: (B, T, D) added to the values (self-attention): value embeddings of the tokens.
         """
         start = 0
         if self.cross:
-            q = self.split_heads(self.to_q(x))  # (B, H, T, Dh)
+            q = self.norm_q(self.split_heads(self.to_q(x)))  # (B, H, T, Dh)
             if cache is not None and cache.memory_kv is not None:
                 k, v = cache.memory_kv  # computed once per generation
             else:
                 if memory is None:
                     raise ValueError("cross-attention needs a memory sequence")
                 k, v = map(self.split_heads, self.to_kv(memory).chunk(2, dim=-1))  # (B, H, S, Dh) each
+                k = self.norm_k(k)
                 if cache is not None:
                     cache.memory_kv = (k, v)
             causal = False
         else:
-            q, k, v = map(self.split_heads, self.to_qkv(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # (B, T, D) each
+            if value_embed is not None:
+                v = v + value_embed
+            q, k, v = self.norm_q(self.split_heads(q)), self.norm_k(self.split_heads(k)), self.split_heads(v)
             if cache is not None:
                 start = cache.length
             if rotary is not None:
@@ -115,6 +126,12 @@ class Attention(nn.Module):
         out = self.attend(q, k, v, allowed, causal, self.dropout if self.training else 0.0)  # (B, H, T, Dh)
         out = rearrange(out, "b h t d -> b t (h d)")  # heads side by side again: (B, T, D)
         return self.proj_dropout(self.proj(out))
+
+    def norm_q(self, q: torch.Tensor) -> torch.Tensor:
+        return q if self.q_norm is None else self.q_norm(q)  # (B, H, T, Dh), each head's vector to unit RMS
+
+    def norm_k(self, k: torch.Tensor) -> torch.Tensor:
+        return k if self.k_norm is None else self.k_norm(k)
 
     @staticmethod
     def allowed(t: int, s: int, start: int, causal: bool, key_mask, device) -> torch.Tensor | None:

@@ -6,18 +6,25 @@ from torch import nn
 
 class LMHead(nn.Module):
     """Next-token logits (B, T, vocab). With `tie_to`, shares the token embedding's
-    weight (Press & Wolf 2017): the same vector reads a token in and writes it out."""
+    weight (Press & Wolf 2017): the same vector reads a token in and writes it out.
+    Without, its own weights start at zero (uniform predictions, as modded-nanogpt's head).
+    softcap > 0: logits = softcap * tanh(logits / softcap), smoothly kept within +-softcap (Gemma 2,
+    modded-nanogpt), so that no logit runs away; 0: plain logits."""
 
-    def __init__(self, dim: int, vocab_size: int, *, tie_to: nn.Embedding | None = None):
+    def __init__(self, dim: int, vocab_size: int, *, tie_to: nn.Embedding | None = None, softcap: float = 0.0):
         super().__init__()
+        self.softcap = softcap
         self.proj = nn.Linear(dim, vocab_size, bias=False)
         if tie_to is not None:
             self.proj.weight = tie_to.weight
         else:
-            nn.init.normal_(self.proj.weight, std=0.02)
+            nn.init.zeros_(self.proj.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        logits = self.proj(x)  # (B, T, vocab)
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
 
 
 class ClassifierHead(nn.Module):

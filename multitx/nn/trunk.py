@@ -64,24 +64,26 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = False,
                  cross_attention: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-5,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", qk_norm: bool = False):
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
-        self.attn = Attention(dim, heads, dropout=dropout, bias=bias)
+        self.attn = Attention(dim, heads, dropout=dropout, bias=bias, qk_norm=qk_norm)
         self.norm_cross = nn.LayerNorm(dim, eps=norm_eps, bias=bias) if cross_attention else None
-        self.cross = Attention(dim, heads, dropout=dropout, bias=bias, cross=True) if cross_attention else None
+        self.cross = Attention(dim, heads, dropout=dropout, bias=bias, cross=True, qk_norm=qk_norm) \
+            if cross_attention else None
         self.norm_mlp = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias, activation=activation)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None,
-                queries=None):
+                queries=None, value_embed=None):
         """x: (B, T, D) -> (B, T, D); with `queries`, the first `queries` tokens alone come out,
-        (B, queries, D), having attended to all T (a classifier that reads only CLS needs no more)."""
+        (B, queries, D), having attended to all T (a classifier that reads only CLS needs no more).
+        value_embed: (B, T, D) added to this block's attention values (a language model's value embeddings)."""
         if queries is not None and self.cross is not None:
             raise ValueError("queries= is for encoder blocks, which have no cross-attention")
         attended = self.attn(self.norm_attn(x), causal=causal, key_mask=mask, rotary=rotary, cache=cache,
-                             queries=queries)
+                             queries=queries, value_embed=value_embed)
         x = x[:, :queries] + self.drop_path(attended)
         if self.cross is not None:
             x = x + self.drop_path(self.cross(self.norm_cross(x), memory, key_mask=memory_mask, cache=cache))
@@ -100,6 +102,8 @@ class TrunkConfig:
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth of the last block (0 in the first, linear between)
     norm_eps: float = 1e-5  # LayerNorm epsilon (timm's ViT: 1e-6)
+    qk_norm: bool = False  # queries and keys to unit RMS per head before they meet (modded-nanogpt)
+    zero_init: bool = False  # the projections into the residual stream start at zero: each block starts as identity
 
 
 class Trunk(nn.Module):
@@ -109,12 +113,13 @@ class Trunk(nn.Module):
     cross_attention: blocks also attend to a `memory` sequence (captioning).
     rotary_positions: if > 0, rotary positions up to this length inside attention.
     activation: the MLP's, "gelu" or "relu2".
+    qk_norm, zero_init: see TrunkConfig.
     """
 
     def __init__(self, *, dim: int, layers: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
                  bias: bool = False, causal: bool = False, cross_attention: bool = False,
                  rotary_positions: int = 0, drop_path: float = 0.0, norm_eps: float = 1e-5,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", qk_norm: bool = False, zero_init: bool = False):
         super().__init__()
         self.dim, self.heads, self.causal = dim, heads, causal
         self.rotary = Rotary(dim // heads, rotary_positions) if rotary_positions else None
@@ -122,18 +127,23 @@ class Trunk(nn.Module):
         rates = [drop_path * i / max(layers - 1, 1) for i in range(layers)]
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, cross_attention=cross_attention,
-                  drop_path=rate, norm_eps=norm_eps, activation=activation)
+                  drop_path=rate, norm_eps=norm_eps, activation=activation, qk_norm=qk_norm)
             for rate in rates
         )
         self.norm_out = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
         self.config = TrunkConfig(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, activation=activation,
-                                  bias=bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps)
+                                  bias=bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
+                                  qk_norm=qk_norm, zero_init=zero_init)
         self.apply(init_gpt2)
-        # GPT-2: scale the projections that write into the residual stream by
-        # 1/sqrt(2 * layers), so the stream's variance does not grow with depth.
+        # The projections that write into the residual stream: GPT-2 scales them by 1/sqrt(2 * layers),
+        # so the stream's variance does not grow with depth; zero_init starts them at zero (modded-nanogpt),
+        # so every block starts as the identity and the gradient still reaches the projection itself.
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
+                if zero_init:
+                    nn.init.zeros_(param)
+                else:
+                    nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
 
     @classmethod
     def from_config(cls, config: TrunkConfig, *, causal: bool = False, cross_attention: bool = False,
@@ -143,7 +153,7 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                queries: int | None = None) -> torch.Tensor:
+                queries: int | None = None, value_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x: (B, T, D) tokens -> (B, T, D) tokens that have attended to each other.
 
         memory: (B, S, D) tokens to cross-attend to; mask: (B, T) and
@@ -152,12 +162,14 @@ class Trunk(nn.Module):
         block computes only their outputs (attending to all T); every earlier block
         needs all tokens, since they are the last block's keys and values. A ViT
         that reads only its CLS token asks for queries=1.
+        value_embeds: one (B, T, D) tensor per block, added to that block's attention values.
         """
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask,
                       rotary=self.rotary, cache=None if cache is None else cache.layers[i],
-                      queries=queries if i == last else None)
+                      queries=queries if i == last else None,
+                      value_embed=None if value_embeds is None else value_embeds[i])
         return self.norm_out(x)
 
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:
