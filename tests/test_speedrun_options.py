@@ -108,13 +108,12 @@ def test_the_options_train_from_the_command_line_and_resume(tmp_path, small_corp
     from tests.conftest import tiny_charlm_args
 
     options = ["model.trunk.qk_norm=true", "model.trunk.zero_init=true", "model.tie_head=false",
-               "model.value_embeds=true", "model.logit_softcap=15", "steps=4", "eval_every=2", "plots=false"]
+               "model.value_embeds=true", "model.logit_softcap=15", "plots=false"]
     run_dir = tmp_path / "run"
-    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *options))
-    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *options[:-3], "steps=6", "eval_every=2",
-                                         "plots=false", "resume=auto"))
+    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *options, "steps=4", "eval_every=2"))
+    run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *options, "steps=6", "eval_every=2", "resume=auto"))
     assert (run_dir / "checkpoints" / "step_0000006").is_dir()
+    tied = [o if o != "model.tie_head=false" else "model.tie_head=true" for o in options]
     with pytest.raises(SystemExit) as stop:  # the same run folder with an option changed is refused
-        run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *options[1:-3], "steps=8", "eval_every=2",
-                                             "plots=false", "resume=auto"))
+        run_cli(train.main, tiny_charlm_args(small_corpus, run_dir, *tied, "steps=8", "eval_every=2", "resume=auto"))
     assert stop.value.code == 2

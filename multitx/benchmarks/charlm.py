@@ -96,7 +96,7 @@ NANOGPT_SECONDS, NANOGPT_VAL = 124, 1.886
 CONFIGS = {
     "nanogpt-cpu": ["steps=2000", "batch_size=12", "model.trunk.layers=4", "model.trunk.heads=4", "model.trunk.dim=128",
                     "model.context=64", "model.trunk.dropout=0.0", "model.positions=learned",
-                    "model.trunk.activation=gelu",
+                    "model.trunk.activation=gelu", "model.trunk.qk_norm=false",
                     "lr=1e-3", "min_lr=1e-4", "warmup_steps=100", "eval_every=250", "eval_batches=20",
                     "betas=[0.9,0.99]", "weight_decay=0.1", "grad_clip=1.0", "optimizer=adamw"],
     "recipe": [],
