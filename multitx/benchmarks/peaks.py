@@ -23,7 +23,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
@@ -118,42 +117,13 @@ def gpt_tokens_per_s(device: torch.device, shape: dict, compiled: bool) -> dict:
 
 
 def vit_images_per_s(device: torch.device, sizes: dict, compiled: bool) -> dict:
-    """Training and inference images/s of timm's ViT and multitx's (vit_vs_timm.py's build_models),
-    `rounds` alternating rounds of `steps` steps after `warmup` untimed ones: {name: {kind: [per round]}}."""
-    from multitx.benchmarks.vit_vs_timm import build_models  # imports timm
+    """Training and inference images/s of timm's ViT and multitx's (vit_vs_timm.py's build_models and
+    measuring loop), `rounds` alternating rounds of `steps` steps after `warmup` untimed ones."""
+    from multitx.benchmarks.vit_vs_timm import build_models, images_per_s  # imports timm
 
-    cuda = device.type == "cuda"
     models = {name: model for name, model in build_models(device).items() if name in VIT_ROWS}
-    forward = {name: torch.compile(model) if compiled else model for name, model in models.items()}
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=cuda) for name, m in models.items()}
-    images = torch.randn(sizes["batch"], 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (sizes["batch"],), device=device)
-
-    def train_step(name: str) -> None:
-        with bf16(device):
-            loss = F.cross_entropy(forward[name](images).float(), labels)
-        loss.backward()
-        optimizers[name].step()
-        optimizers[name].zero_grad(set_to_none=True)
-
-    @torch.no_grad()
-    def infer_step(name: str) -> None:
-        with bf16(device):
-            forward[name](images)
-
-    speeds = {name: {"train": [], "infer": []} for name in models}
-    for kind, step in (("train", train_step), ("infer", infer_step)):
-        for name, model in models.items():
-            model.train(kind == "train")
-            for _ in range(sizes["warmup"]):
-                step(name)
-        for _ in range(sizes["rounds"]):
-            for name in models:  # turn about, so that a busy moment hits both alike
-                start = clock(device)
-                for _ in range(sizes["steps"]):
-                    step(name)
-                speeds[name][kind].append(sizes["batch"] * sizes["steps"] / (clock(device) - start))
-    return speeds
+    return images_per_s(models, device, batch=sizes["batch"], rounds=sizes["rounds"], steps=sizes["steps"],
+                        warmup=sizes["warmup"], compiled=compiled)
 
 
 def medians(speeds: dict) -> dict:

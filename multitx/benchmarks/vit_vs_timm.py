@@ -5,7 +5,8 @@
 
 Both models: 32x32 RGB input, patch 4 (64 patches + CLS), 192 dims, 6 layers,
 3 heads, MLP ratio 4, 10 classes, batch 128. A training step is forward,
-cross-entropy, backward and an AdamW step; inference is one forward under
+cross-entropy, backward and an AdamW step (fused for multitx, as its trainer runs it; timm's
+as its train.py runs it, fused only on a GPU); inference is one forward under
 torch.inference_mode. Each round times every model for --steps steps, after
 --warmup untimed steps each; the table shows the median round.
 
@@ -70,11 +71,55 @@ def timer(device: torch.device):
     return time.perf_counter()
 
 
+def images_per_s(models: dict[str, nn.Module], device: torch.device, *, batch: int, rounds: int, steps: int,
+                 warmup: int, compiled: bool = False) -> dict[str, dict[str, list[float]]]:
+    """Training and inference images/s of each model, {name: {"train": [a round each], "infer": [...]}}:
+    `warmup` untimed steps each, then `rounds` rounds of `steps` steps, the models turn about within a
+    round. bf16 autocast on a GPU, fp32 on the CPU; `compiled` runs each through torch.compile.
+    Each trains as its own training code would: multitx's trainer uses fused AdamW on the GPU and the
+    CPU (engine/optimizers.py); timm's train.py (create_optimizer_v2) torch's AdamW, fused only on a GPU."""
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    forward = {name: torch.compile(m) if compiled else m for name, m in models.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=cuda or name.startswith("multitx") or None)
+                  for name, m in models.items()}
+    g = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randn(batch, 3, 32, 32, generator=g).to(device)
+    labels = torch.randint(0, 10, (batch,), generator=g).to(device)
+
+    def train_step(name: str) -> None:
+        with autocast:
+            loss = F.cross_entropy(forward[name](images).float(), labels)
+        loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    @torch.inference_mode()
+    def infer_step(name: str) -> None:
+        with autocast:
+            forward[name](images)
+
+    results = {name: {"train": [], "infer": []} for name in models}
+    for kind, step in (("train", train_step), ("infer", infer_step)):
+        for name, model in models.items():
+            model.train(kind == "train")
+            for _ in range(warmup):
+                step(name)
+        for _ in range(rounds):
+            for name in models:  # turn about, so that a busy moment hits every model alike
+                start = timer(device)
+                for _ in range(steps):
+                    step(name)
+                results[name][kind].append(batch * steps / (timer(device) - start))
+    return results
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\nTuning history")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per model, alternating")
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per model, alternating")
     parser.add_argument("--steps", type=int, default=3, help="steps per round (CUDA: 50)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (CUDA: 20)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
@@ -86,41 +131,10 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     cuda = device.type == "cuda"
     steps, warmup = (50, 20) if cuda and args.steps == 3 and args.warmup == 2 else (args.steps, args.warmup)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-
     models = build_models(device)
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=cuda or None)
-                  for name, m in models.items()}
-    g = torch.Generator(device="cpu").manual_seed(0)
-    images = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
-    labels = torch.randint(0, 10, (args.batch,), generator=g).to(device)
-
-    def train_step(name: str) -> None:
-        with autocast:
-            loss = F.cross_entropy(models[name](images).float(), labels)
-        loss.backward()
-        optimizers[name].step()
-        optimizers[name].zero_grad(set_to_none=True)
-
-    @torch.inference_mode()
-    def infer_step(name: str) -> None:
-        with autocast:
-            models[name](images)
-
-    results = {name: {"train": [], "infer": []} for name in models}
-    for kind, step in (("train", train_step), ("infer", infer_step)):
-        for name, model in models.items():
-            model.train(kind == "train")
-            for _ in range(warmup):
-                step(name)
-        for _ in range(args.rounds):
-            for name in models:  # turn about, so that a busy moment hits every model alike
-                start = timer(device)
-                for _ in range(steps):
-                    step(name)
-                results[name][kind].append(args.batch * steps / (timer(device) - start))
+    results = images_per_s(models, device, batch=args.batch, rounds=args.rounds, steps=steps, warmup=warmup)
 
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nViT 32x32/4, 192 dims, 6 layers, 3 heads, batch {args.batch}; {where}; "
