@@ -9,7 +9,6 @@ Shapes: B batch, T query tokens, S key/value tokens, D model width,
 H heads, Dh = D / H channels per head.
 """
 
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
