@@ -27,7 +27,7 @@ from multitx.engine.metrics import read_jsonl
 from multitx.files import atomic_write_bytes
 
 DPI = 100
-NOT_PLOTTED = {"train_loss", "val_loss", "lr", "step"}  # the loss panel has the losses; lr is no metric
+NOT_PLOTTED = {"train_loss", "val_loss", "lr", "step", "time_s"}  # the loss panel has the losses; lr, time: no metric
 
 
 def loss_curves(run_dir: Path, title: str, metric_keys: list[str] = ()) -> Figure:
