@@ -86,7 +86,7 @@ def test_the_vision_recipes_are_written_in_epochs():
     assert said.startswith("35100 steps = 100 epochs of 351 steps (45000 examples an epoch, batches of 128)")
     fashion = load_config(["task=vit_fashion"])
     resolve_length(fashion, 54_000, 1, say=lambda *_, **__: None)
-    assert (fashion.steps, fashion.warmup_steps, fashion.eval_every) == (12 * 421, 250, 6 * 421)
+    assert (fashion.steps, fashion.warmup_steps, fashion.eval_every) == (14 * 421, 250, 7 * 421)
     for task in ("vit_cifar_quick", "vit_finetune"):
         assert load_config([f"task={task}"]).epochs is not None
 

@@ -113,6 +113,12 @@ def test_run_dir_is_required_by_tools_that_read_a_run_and_optional_for_those_tha
     assert parse_args([], caption_shapes.DEFAULTS)["run_dir"] == ""  # makes runs/caption_shapes/<time>
 
 
+def test_the_caption_benchmark_passes_training_settings_on_and_a_wrong_one_is_one_line(capsys, tmp_path):
+    code, err = one_line_error(caption_shapes.main, [f"run_dir={tmp_path / 'run'}", "model.decoder.layerz=3"], capsys)
+    assert code == 2 and "unknown config key 'model.decoder.layerz'" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()  # refused before anything was generated or trained
+
+
 def test_a_run_written_before_model_activation_existed_reads_as_gelu_and_resumes_with_it(tmp_path):
     from multitx.engine.checkpoint import check_resumable, read_config
 

@@ -13,7 +13,15 @@ from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.models.vit import ViT, build_vit
 from multitx.nn.heads import ClassifierHead
-from multitx.nn.patches import TOKENIZERS, ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, sincos_2d
+from multitx.nn.patches import (
+    TOKENIZERS,
+    ConvPatches,
+    ConvStemPatches,
+    LinearPatches,
+    PatchTokenizer,
+    build_tokenizer,
+    sincos_2d,
+)
 from multitx.nn.trace import trace
 from multitx.nn.trunk import ReLUSquared
 from multitx.tasks.vit import ViTTask
@@ -51,6 +59,17 @@ def test_conv_stem_takes_one_width_per_convolution():
     assert tok.proj.in_channels == 24 and tok(torch.randn(2, 1, 32, 32)).shape == (2, 16 + 1, 32)
     with pytest.raises(UserError, match="stem_width must be one positive width or 3 of them"):
         ConvStemPatches(image_size=32, patch_size=8, in_channels=1, dim=32, stem_width=[8, 16])
+
+
+def test_a_tokenizer_option_set_to_null_is_not_passed_and_a_foreign_one_names_the_fix():
+    """task=vit_fashion gives convstem a stem_width; another tokenizer swapped in sets it aside with null."""
+    spec = {"name": "conv", "positions": "learned", "cls_token": True, "stem_width": None}
+    tok = build_tokenizer(spec, image_size=8, patch_size=4, in_channels=1, dim=16)
+    assert tok(torch.randn(2, 1, 8, 8)).shape == (2, 4 + 1, 16)
+    with pytest.raises(UserError, match=r"unexpected keyword argument 'stem_width'; if model.tokenizer.stem_width "
+                                        r"is the recipe's option for another tokenizer, set it aside with "
+                                        r"model.tokenizer.stem_width=null"):
+        build_tokenizer({**spec, "stem_width": [8, 16]}, image_size=8, patch_size=4, in_channels=1, dim=16)
 
 
 def test_vit_mlp_activation_is_a_setting():

@@ -68,7 +68,9 @@ tensor on this CPU).
 Timed beside nanoGPT, `python -m multitx.benchmarks.vs_nanogpt --nanogpt DIR --steps 2000
 --rounds 1 --recipe` on the same machine and day: the recipe at 450 steps took 51.0 s against
 nanoGPT's 94.7 s (0.54; val 1.661, whole val split 1.668) at 03:47, and 50.2 s against 88.2 s
-(0.57) at 03:58. So the recipe is 400 steps: val about 1.68.
+(0.57) at 03:58. So the recipe is 400 steps: val about 1.68. At 400 steps, two rounds at 06:46
+took 40.8 and 42.8 s against nanoGPT's 94.8 and 105.5 s (best 0.43 of nanoGPT's; val 1.679,
+whole val split 1.683).
 
 The project's machines have 2 cores and run fp32 (torch 2.14.1). On 2026-11-23 the machine
 was a first-generation AMD EPYC (Zen 1, family 23; a timed loop of 2048x2048 torch.mm ran at

@@ -19,6 +19,11 @@ results"). What follows is the history of earlier ones.
 
 Tuning history
 --------------
+On the Zen 5 (AMD EPYC family 26) of 2026-12-01, 19:00, 5 rounds: training 178.4 (multitx),
+156.2 (no shortcut) and 154.8 (timm) images/s, 1.15x and 1.01x; inference 549.5, 475.9 and
+485.2, 1.13x and 0.98x. A second run at 19:36 gave the same ratios; with multitx.trace in the
+tree, --rounds 3 gave 1.21x and 1.22x in training, 1.16x and 1.12x in inference.
+
 `python -m multitx.benchmarks.vit_vs_timm --device cpu` (fp32, 2 CPU threads, medians of 5
 alternating rounds) on the Zen 1 of 2026-11-23, the project's 2-core first-generation AMD EPYC
 (family 23) of that day:

@@ -45,6 +45,24 @@ Measured figures, with machine and day, are in the README ("Speed and results") 
 
 History
 -------
+All on the Zen 4 of 2026-12-06 (AMD EPYC family 25 model 17, 2 cores, fp32 matrix multiply
+190-195 GFLOP/s), with nanoGPT's checkout of that day; walls in seconds, nanoGPT's first:
+
+  time   command                                      nanoGPT  multitx  ratio   recipe (steps: wall, val)
+  02:56  --steps 2000 --rounds 1                        102.1     95.2  1.07x
+  03:47  --steps 2000 --rounds 1 --recipe                94.7    101.5  0.93x   450: 51.0 s, 1.661 (whole 1.668)
+  03:58  --steps 2000 --rounds 1 --recipe                88.2     98.1  0.90x   450: 50.2 s, 1.661 (whole 1.668)
+  06:46  --steps 2000 --rounds 2 --recipe (best of 2)    94.8     91.6  1.03x   400: 40.8 s, 1.679 (whole 1.683)
+
+Single rounds of the same program moved by up to 11% (nanoGPT 94.8 and 105.5 s at 06:46), more
+than the two programs differ. An operator profile of 30 steps of each model (torch.profiler, the
+same configuration) gave 33.35 ms a step for nanoGPT's and 33.45 ms for multitx's: aten::mm 22.17
+and 22.14 ms (about 85% of the matrix-multiply peak), SDPA's causal kernel 4.0, GELU 2.6,
+LayerNorm 0.7, the fused AdamW step 0.4 and about 3 ms of small operations. 1.2x would mean
+removing 6 of the 11 ms that are not matrix multiplies while computing the same GELU and the
+same attention. `compile=true` took 28 s to compile and ran the step no faster (43-44 against
+42-46 ms). The recipe went from 450 to 400 steps after 03:58 (1.682 at 400 steps in a one-thread
+trial against 1.660 at 450, both under 1.70, the shorter 10% sooner).
 """
 
 import argparse

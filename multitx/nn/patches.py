@@ -21,6 +21,7 @@ Three ways to use one, none of which edits multitx:
 """
 
 import importlib
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -168,13 +169,15 @@ def build_tokenizer(tokenizer="conv", *, image_size, patch_size, in_channels: in
                     **options) -> PatchTokenizer:
     """A tokenizer from whatever names one: an instance (used as it is), a class, a
     registered name or import path (a string with a dot), or a config mapping
-    {name | _target_, module, positions, cls_token, ...any keyword of the class}."""
+    {name | _target_, module, positions, cls_token, ...any keyword of the class}; in a mapping
+    an option set to null is not passed (the class's own default)."""
     if isinstance(tokenizer, PatchTokenizer):
         if tokenizer.dim != dim:
             raise UserError(f"the tokenizer makes {tokenizer.dim}-wide tokens but the trunk is {dim} wide")
         return tokenizer
     if isinstance(tokenizer, Mapping):
-        options = {**{k: v for k, v in tokenizer.items() if k not in ("name", "_target_", "module")}, **options}
+        given = {k: v for k, v in tokenizer.items() if k not in ("name", "_target_", "module") and v is not None}
+        options = {**given, **options}
         cls = tokenizer_class(tokenizer.get("name"), tokenizer.get("_target_"), tokenizer.get("module"))
     elif isinstance(tokenizer, str):
         cls = tokenizer_class(target=tokenizer) if "." in tokenizer else tokenizer_class(tokenizer)
@@ -185,8 +188,12 @@ def build_tokenizer(tokenizer="conv", *, image_size, patch_size, in_channels: in
     try:
         return cls(image_size=image_size, patch_size=patch_size, in_channels=in_channels, dim=dim, **options)
     except TypeError as err:
+        hint = ""
+        if unexpected := re.search(r"unexpected keyword argument '(\w+)'", str(err)):
+            key = f"model.tokenizer.{unexpected[1]}"
+            hint = f"; if {key} is the recipe's option for another tokenizer, set it aside with {key}=null"
         raise UserError(f"could not build tokenizer {cls.__module__}.{cls.__qualname__} with options "
-                        f"{sorted(options)}: {err}") from err
+                        f"{sorted(options)}: {err}{hint}") from err
 
 
 @register_tokenizer("convstem")

@@ -124,7 +124,7 @@ class TrunkConfig:
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth of the last block (0 in the first, linear between)
     norm_eps: float = 1e-5  # LayerNorm epsilon (timm's ViT: 1e-6)
-    qk_norm: bool = False  # queries and keys to unit RMS per head before they meet (modded-nanogpt)
+    qk_norm: bool = False  # queries and keys layer-normed per head before they meet (modded-nanogpt)
     zero_init: bool = False  # the projections into the residual stream start at zero: each block starts as identity
 
 
