@@ -52,13 +52,15 @@ settings given (the benchmark fits the step count to the budget):
   epochs=17, stem 32, 64, 128, muon.lr=0.005               7082    16.8     473  92.00%
   epochs=14, stem 48, 96, 192, muon.lr=0.005 (the recipe)  5739    13.6     528  92.28%
   epochs=11, stem 64, 128, 256, muon.lr=0.005              4332    10.3     500  91.94%
+  the recipe (no overrides), 06:33                          5894    14.0     534  92.17%
+  the recipe with augment.label_smoothing=0.0, 07:24       5894    14.0     509  92.27%
 
 A wider stem paid where a wider MLP did not, up to 48, 96, 192 channels; at 64, 128, 256 the
 budget held only 10 epochs. Muon at 0.015 (the recipe of the morning) to 0.03 was too
 hot for this model; from 0.005 down the screens were level. Random crops (2 pixels of padding)
-cost more than they gave in this many epochs. 92.5% was not reached: the best run, now the
-recipe, stopped 0.22 points short, about as far as one seed moves the figure (0.23 points on
-2026-12-01). The README has the recipe's own run.
+cost more than they gave in this many epochs; label smoothing made no difference past the
+noise. 92.5% was not reached: the recipe's settings gave 92.17-92.28% in three runs, 0.2-0.3
+points short, about as far as one seed moves the figure (0.23 points on 2026-12-01).
 
 The earlier trials:
 
