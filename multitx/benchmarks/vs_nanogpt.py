@@ -53,6 +53,9 @@ All on the Zen 4 of 2026-12-06 (AMD EPYC family 25 model 17, 2 cores, fp32 matri
   03:47  --steps 2000 --rounds 1 --recipe                94.7    101.5  0.93x   450: 51.0 s, 1.661 (whole 1.668)
   03:58  --steps 2000 --rounds 1 --recipe                88.2     98.1  0.90x   450: 50.2 s, 1.661 (whole 1.668)
   06:46  --steps 2000 --rounds 2 --recipe (best of 2)    94.8     91.6  1.03x   400: 40.8 s, 1.679 (whole 1.683)
+  then multitx keeps freed CPU memory for reuse (multitx/engine/cpu_memory.py):
+  07:42  --steps 2000 --rounds 1 --recipe               101.8     95.5  1.07x   400: 40.1 s, 1.679 (whole 1.683)
+  07:47  --steps 2000 --rounds 2 --recipe (best of 2)    95.4     87.2  1.09x   400: 39.6 s, 1.679 (whole 1.683)
 
 Single rounds of the same program moved by up to 11% (nanoGPT 94.8 and 105.5 s at 06:46), more
 than the two programs differ. An operator profile of 30 steps of each model (torch.profiler, the

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from multitx.engine.cpu_memory import reuse_freed_memory
 from multitx.engine.hardware import PRECISIONS, Device, choose_precision, parse_device, precision_note
 from multitx.errors import UserError
 
@@ -80,6 +81,7 @@ def setup_runtime(device: str = "auto", precision: str = "auto", timeout_s: floa
         dev = torch.device("mps")
     else:
         dev = torch.device("cpu")
+        reuse_freed_memory()  # big activations from the heap, not a fresh mmap each step (engine/cpu_memory.py)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
     capability = torch.cuda.get_device_capability(dev) if kind == "cuda" else None
