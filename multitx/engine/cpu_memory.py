@@ -7,7 +7,7 @@ page again: a page fault per 4 KB. In a virtual machine those are dear. Measured
 Zen 4 of 2026-12-06 (a Firecracker VM): the ViT of `vit_vs_timm` spent 24 ms in one GELU of a
 (128, 65, 768) tensor in training that takes 2 ms alone; with requests up to 32 MB served from
 the heap it took 2.5-3 ms, and whole training steps ran about 10% faster (timm's as much, in
-the same process); the char LM in nanoGPT's configuration 5-8%.
+the same process); the char LM in nanoGPT's configuration 4-7%.
 
 So, on Linux with glibc, multitx raises malloc's mmap threshold to 32 MB (the most glibc
 allows on 64-bit systems) for the CPU runs it sets up, so that tensors up to that size are
