@@ -110,13 +110,14 @@ def main(argv: list[str]) -> None:
     task = CaptionTask(cfg, runtime)
     test = load_split(cfg.data, "test", size, cfg.data_dir)
     t0 = time.perf_counter()
-    scores, captions = task.score(model, test, beam=int(args["beam"]))
+    beam = int(args["beam"])
+    scores, captions = task.score(model, test, beam=beam)
     caption_s = time.perf_counter() - t0
-    greedy = task.score(model, test, beam=1)[0] if int(args["beam"]) != 1 else scores
+    greedy = scores if beam == 1 else task.score(model, test, beam=1)[0]  # beside beam search's
 
     shown = min(int(args["show"]), len(test))
     print(f"\ncaptioning benchmark: data=shapes, {len(test)} held-out test images ({cfg.data.num_train} training "
-          f"images), {cfg.steps} steps on {runtime.describe()}, beam {args['beam']}")
+          f"images), {cfg.steps} steps on {runtime.describe()}, beam {beam}")
     budget = f"within {TRAIN_BUDGET_S} s" if train_s <= TRAIN_BUDGET_S else f"OVER the {TRAIN_BUDGET_S} s aim"
     print(f"  training {train_s / 60:.1f} min ({train_s:.0f} s, {budget}; data generation {data_s:.0f} s before "
           f"it), test captions {caption_s:.1f} s, checkpoint {found}")
@@ -126,7 +127,7 @@ def main(argv: list[str]) -> None:
         target = TARGETS.get(name)
         verdict = "" if target is None else f"   target >= {target:.2f}: {'met' if value >= target else 'MISSED'}"
         print(f"  {name:12s} {value:.4f}{verdict}")
-    if greedy is not scores:
+    if beam != 1:
         print("  greedy:      " + ", ".join(f"{k} {v:.4f}" for k, v in greedy.items()))
     print("  val at the last evaluation: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
                                                       if k in ("val_loss", "bleu4", "cider", "exact_match")))
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> None:
         pictures = test.images[:shown].permute(0, 2, 3, 1).numpy()  # (n, H, W, 3) uint8
         samples_sheet(pictures, captions[:shown], Path(run_dir) / "samples.png")
     result = {"date": f"{datetime.now():%Y-%m-%d}", "device": runtime.describe(), "threads": torch.get_num_threads(),
-              "steps": cfg.steps, "train_seconds": train_s, "data_seconds": data_s, "beam": int(args["beam"]),
+              "steps": cfg.steps, "train_seconds": train_s, "data_seconds": data_s, "beam": beam,
               "test_images": len(test), "settings": training, **scores,
               **{f"greedy_{k}": v for k, v in greedy.items()}}
     (Path(run_dir) / "benchmark.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
