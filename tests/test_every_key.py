@@ -2,7 +2,7 @@
 on stderr with exit 2 and no traceback; a value outside its key's rule is always refused,
 and refusing it leaves the last checkpoint of a run folder byte-identical.
 
-Values are drawn from each key's rule in multitx/config/schema.py: valid ones kept small
+Values are drawn from each key's rule (the `rule` of its dataclass field, gathered by multitx/config/schema.py): valid ones kept small
 so that a run takes a fraction of a second, invalid ones of every kind (wrong type, out of
 range, a folder where a file belongs...). Runs are in-process: validation, then one step.
 """
@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from multitx import caption, sample, train
 from multitx.cli import load_config, run_cli
+from multitx.config import rules as kinds
 from multitx.config import schema
 from multitx.engine import checkpoint
-from multitx.engine.trainer import task_class_of
+from multitx.engine.task import task_class_of
 from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import fingerprint, image_args
@@ -53,87 +54,87 @@ class Draws:
     def __init__(self, paths: dict[str, Path]):
         self.paths = paths
 
-    def valid(self, key: str, rule: schema.Rule):
+    def valid(self, key: str, rule: kinds.Rule):
         extra = [st.none()] if rule.null else []
         return st.one_of(self.valid_value(key, rule), *extra)
 
-    def valid_value(self, key: str, rule: schema.Rule):
+    def valid_value(self, key: str, rule: kinds.Rule):
         p = self.paths
         match rule:
-            case schema.Whole(min=low, max=high):
+            case kinds.Whole(min=low, max=high):
                 low = 0 if low is None else low
                 return st.integers(low, min(high if high is not None else low + 3, low + 3))
-            case schema.Number(min=low, max=high):
+            case kinds.Number(min=low, max=high):
                 low = 0.0 if low is None else low
                 return st.floats(low + (1e-4 if rule.open in ("min", "both") else 0),
                                  min(high - 1e-3 if high is not None else 1.0, low + 1.0))
-            case schema.Choice(options=options):
+            case kinds.Choice(options=options):
                 return st.sampled_from(options)
-            case schema.Flag():
+            case kinds.Flag():
                 return st.booleans()
-            case schema.Text(prefix=prefix):
+            case kinds.Text(prefix=prefix):
                 return st.sampled_from(["timm:no_such_model_here"] if prefix else ["x", "charlm", "shapes"])
-            case schema.Names():
+            case kinds.Names():
                 return st.sampled_from(["json", ["json", "math"]])
-            case schema.Numbers(count=count, each=each):
+            case kinds.Numbers(count=count, each=each):
                 return st.lists(self.valid_value(key, each), min_size=count or 1, max_size=count or 3)
-            case schema.Size():
+            case kinds.Size():
                 return st.one_of(st.sampled_from([4, 8, 16]), st.lists(st.sampled_from([4, 8, 16]), min_size=2,
                                                                      max_size=2))
-            case schema.Workers():
+            case kinds.Workers():
                 return st.sampled_from(["auto", 0])
-            case schema.Folder(must_exist=True):
+            case kinds.Folder(must_exist=True):
                 return st.just(str(p["folder"]))
-            case schema.Folder():
+            case kinds.Folder():
                 return st.builds(lambda n: str(p["scratch"] / f"new{n}"), st.integers(0, 10**6))
-            case schema.File():
+            case kinds.File():
                 return st.just(str(p["text"]))
-            case schema.Which():
+            case kinds.Which():
                 return st.sampled_from(["best", "latest"])
-            case schema.Target():
+            case kinds.Target():
                 return st.sampled_from(["val_loss<=100", "val_loss>=0", "val_loss <= 1e-3"])
         raise AssertionError(f"no valid values for {type(rule).__name__} of {key}: add them here")
 
-    def invalid(self, key: str, rule: schema.Rule):
+    def invalid(self, key: str, rule: kinds.Rule):
         p = self.paths
         base = [st.just("null")] if not rule.null else []
         match rule:
-            case schema.Whole(min=low, max=high):
+            case kinds.Whole(min=low, max=high):
                 out = [st.floats(0.5, 9.5).filter(lambda v: v != int(v)), WORDS, st.just(True)]
                 if low is not None:
                     out.append(st.integers(low - 1000, low - 1))
                 if high is not None:
                     out.append(st.integers(high + 1, high + 1000))
-            case schema.Number(min=low, max=high):
+            case kinds.Number(min=low, max=high):
                 out = [WORDS, st.sampled_from([float("nan"), float("inf")]), st.just(True)]
                 if low is not None:
                     out.append(st.floats(low - 100, low, exclude_max=rule.open not in ("min", "both")))
                 if high is not None:
                     out.append(st.floats(high, high + 100, exclude_min=rule.open not in ("max", "both")))
-            case schema.Choice(options=options):
+            case kinds.Choice(options=options):
                 out = [WORDS.filter(lambda w: w not in options), st.just(7)]
-            case schema.Flag():
+            case kinds.Flag():
                 out = [st.sampled_from(["maybe", "yes please", 2])]
-            case schema.Text(prefix=prefix):
+            case kinds.Text(prefix=prefix):
                 out = [st.just(" "), st.just(5)] + ([st.just("vit_tiny")] if prefix else [])
-            case schema.Names():
+            case kinds.Names():
                 out = [st.just(" "), st.just([])]
-            case schema.Numbers(count=count):
+            case kinds.Numbers(count=count):
                 out = [WORDS, st.just([]), st.lists(st.just("a"), min_size=1, max_size=3)]
                 if count:
                     out.append(st.lists(st.just(0.5), min_size=count + 1, max_size=count + 2))
-            case schema.Size():
+            case kinds.Size():
                 out = [st.integers(-5, 0), st.just([4, 4, 4]), WORDS]
-            case schema.Workers():
+            case kinds.Workers():
                 out = [st.integers(-9, -1), WORDS]
-            case schema.Folder(must_exist=must_exist):
+            case kinds.Folder(must_exist=must_exist):
                 out = [st.just(str(p["text"]))] + ([st.just(str(p["missing"]))] if must_exist else [])
-            case schema.File(text=text):
+            case kinds.File(text=text):
                 out = [st.just(str(p["missing"])), st.just(str(p["folder"]))] + \
                       ([st.just(str(p["latin1"]))] if text else [])
-            case schema.Which():
+            case kinds.Which():
                 out = [st.just(str(p["missing"])), st.just("newest")]
-            case schema.Target():
+            case kinds.Target():
                 out = [st.sampled_from(["val_loss", "<=1", "val_loss<1", "val_loss<=x", "val loss>=1"]), st.just(5)]
             case _:
                 raise AssertionError(f"no invalid values for {type(rule).__name__} of {key}: add them here")

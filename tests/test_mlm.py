@@ -24,9 +24,10 @@ from multitx.engine.metrics import read_jsonl
 from multitx.engine.trainer import train
 from multitx.evaluate import evaluate
 from multitx.loading import load
-from multitx.tasks import mlm
+from multitx import fill as fill_command
 from multitx.tasks.charlm import CharLMTask
-from multitx.tasks.mlm import IGNORE, MaskedLMTask, MaskedWindows, fill
+from multitx.fill import fill
+from multitx.tasks.mlm import IGNORE, MaskedLMTask, MaskedWindows
 from tests.conftest import REPO, run_module, tiny_charlm_args, write_line_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -164,7 +165,7 @@ def test_training_writes_val_loss_and_masked_accuracy_to_metrics_jsonl(runs):
 
 def test_the_fill_command_replaces_each_blank_and_leaves_every_other_character(runs):
     prompt = "ROMEO: sp_ak the sw_rd!"
-    result = run_module("multitx.tasks.mlm", f"run_dir={runs['mlm']}", f"prompt={prompt}", "device=cpu", cwd=REPO,
+    result = run_module("multitx.fill", f"run_dir={runs['mlm']}", f"prompt={prompt}", "device=cpu", cwd=REPO,
                         env={"PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     filled = result.stdout.rstrip("\n")
@@ -192,7 +193,7 @@ def test_bad_input_to_the_fill_command_is_one_line_and_exit_2(runs, case):
              "unseen character": [f"run_dir={runs['mlm']}", "prompt=ROMEO\N{SNOWMAN}_"],
              "two-character mask": [f"run_dir={runs['mlm']}", "prompt=ROMEO_", "mask_char=__"],
              "unknown order": [f"run_dir={runs['mlm']}", "prompt=ROMEO_", "order=random"]}[case]
-    code, out, err = outcome(mlm.main, [*given, "device=cpu"])
+    code, out, err = outcome(fill_command.main, [*given, "device=cpu"])
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     if case == "a charlm run":

@@ -1,4 +1,4 @@
-"""Devices and precisions (multitx/engine/hardware.py, runtime.py, step.py), on the CPU.
+"""Devices and precisions (multitx/config/hardware.py, runtime.py, step.py), on the CPU.
 
 What this machine lacks (CUDA, MPS) is tested through the pure choices and a faked torch.cuda /
 torch.backends.mps; precision=fp16 with its loss scaler runs for real, since torch's CPU autocast
@@ -15,7 +15,7 @@ from multitx import train
 from multitx.cli import run_cli
 from multitx.config.schema import SHARED
 from multitx.engine import checkpoint
-from multitx.engine.hardware import choose_precision, parse_device, precision_note
+from multitx.config.hardware import choose_precision, parse_device, precision_note
 from multitx.engine.metrics import read_jsonl
 from multitx.engine.runtime import Runtime, setup_runtime
 from multitx.engine.step import Stepper

@@ -28,7 +28,7 @@ def test_changing_a_later_token_never_changes_earlier_logits(positions):
 
 
 def test_bidirectional_trunk_lets_every_token_see_every_other():
-    trunk = Trunk(dim=32, layers=2, heads=4, causal=False).eval()
+    trunk = Trunk(TrunkConfig(dim=32, layers=2, heads=4), causal=False).eval()
     x = torch.randn(1, 8, 32)
     changed = x.clone()
     changed[:, -1] = torch.randn(32)  # (a constant shift would vanish in LayerNorm)
@@ -60,7 +60,7 @@ def test_generation_with_cache_matches_generation_without(monkeypatch):
 
 
 def test_padding_mask_hides_padded_keys():
-    attn = Attention(32, 4).eval()
+    attn = Attention(TrunkConfig(dim=32, heads=4)).eval()
     x = torch.randn(1, 6, 32)
     mask = torch.tensor([[True, True, True, True, False, False]])
     garbage = x.clone()
@@ -70,7 +70,7 @@ def test_padding_mask_hides_padded_keys():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_traced_attention_weights_come_from_the_same_maths_as_the_fused_path(causal):
-    trunk = Trunk(dim=32, layers=2, heads=4, causal=causal).eval()
+    trunk = Trunk(TrunkConfig(dim=32, layers=2, heads=4), causal=causal).eval()
     x = torch.randn(2, 7, 32)
     fused = trunk(x)
     with trace(trunk) as recorded:
@@ -84,7 +84,7 @@ def test_traced_attention_weights_come_from_the_same_maths_as_the_fused_path(cau
 
 
 def test_cross_attention_reads_the_memory():
-    trunk = Trunk(dim=32, layers=1, heads=4, causal=True, cross_attention=True).eval()
+    trunk = Trunk(TrunkConfig(dim=32, layers=1, heads=4), causal=True, cross_attention=True).eval()
     x, memory = torch.randn(2, 5, 32), torch.randn(2, 9, 32)
     assert (trunk(x, memory=memory) - trunk(x, memory=torch.randn(2, 9, 32))).abs().max() > 1e-6
 

@@ -14,7 +14,7 @@ from multitx.errors import UserError
 from multitx.models.vit import ViT, build_vit
 from multitx.nn.heads import ClassifierHead
 from multitx.nn.patches import (
-    TOKENIZERS,
+    PATCH_TOKENIZERS,
     ConvPatches,
     ConvStemPatches,
     LinearPatches,
@@ -186,7 +186,7 @@ def test_custom_tokenizer_by_import_path_on_the_command_line(tmp_path):
 
 
 def test_custom_tokenizer_by_registered_name(tmp_path):
-    assert TOKENIZERS["test_overlap"] is OverlapPatches
+    assert PATCH_TOKENIZERS["test_overlap"] is OverlapPatches
     root = write_imagefolder(tmp_path / "images")
     cfg = load_config(vision_args(root, tmp_path / "run", "model.tokenizer.name=test_overlap",
                                   "model.tokenizer.module=tests.helpers_vision"))

@@ -13,9 +13,12 @@ defaults) are filled in, so that the rebuilt model is the one that was trained.
 
 from omegaconf import DictConfig, OmegaConf
 
-# What the 0.1 code used for trunk settings its config did not hold (and QK-norm and zero-initialised
-# projections, which came in 0.2, were off before).
-ADDED_IN_0_2 = {"qk_norm": False, "zero_init": False}
+from multitx.config.settings import added_later
+from multitx.nn.trunk import TrunkConfig
+
+# What the 0.1 code used for trunk settings its config did not hold (and the trunk settings added since,
+# each as the runs before it had it: `before=` on its TrunkConfig field).
+ADDED_IN_0_2 = added_later(TrunkConfig)
 LANGUAGE_MODEL_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout": 0.0, "drop_path": 0.0,
                         "norm_eps": 1e-5, **ADDED_IN_0_2}
 VIT_TRUNK = {"mlp_ratio": 2.0, "activation": "gelu", "bias": True, "dropout": 0.0, "drop_path": 0.0,

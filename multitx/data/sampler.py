@@ -20,7 +20,7 @@ iterator draws per batch (caption choice, augmentation).
 
 The state is {seed, epoch, position}, the position counted in global batches, so it does not
 depend on world_size: a run may resume on another number of processes, from the same place, as
-long as the global batch stays the same (check_same_global_batch in multitx/engine/trainer.py).
+long as the global batch stays the same (check_same_global_batch in multitx/engine/run_setup.py).
 """
 
 from typing import NamedTuple

@@ -9,7 +9,7 @@ global batches, dropping the incomplete last one, so
 
 and likewise warmup_steps from warmup_epochs, eval_every from eval_every_epochs (at least 1).
 The steps replace the YAML's in the run's config, so RUN_DIR/config.yaml records them, and a
-resume (same data, same global batch: trainer.check_same_global_batch) works out the same.
+resume (same data, same global batch: run_setup.check_same_global_batch) works out the same.
 
 Which one counts, pair by pair: the one the user gave. A recipe may be written in epochs
 (task/vit_fashion.yaml: epochs: 12, steps: null); a steps= of the user's own (one that is not
@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from multitx.config.schema import task_kind
+from multitx.config.compose import defaults_for
 from multitx.engine.task import Task
 from multitx.errors import UserError
 
@@ -42,8 +42,7 @@ def in_epochs(cfg: DictConfig) -> list[str]:
     return [key for key in IN_EPOCHS if cfg.get(key) is not None]
 
 
-def no_epochs(cfg: DictConfig, keys: list[str]) -> UserError:
-    why = "random windows of a text" if task_kind(cfg) in ("charlm", "mlm") else "its train_items() is None"
+def no_epochs(cfg: DictConfig, keys: list[str], why: str = "its train_items() is None") -> UserError:
     return UserError(f"task={cfg.task.name} has no epochs ({why}): give "
                      f"{', '.join(IN_EPOCHS[key] + '=' for key in keys)} instead of {', '.join(k + '=' for k in keys)}")
 
@@ -56,14 +55,12 @@ def check_has_epochs(cfg: DictConfig, task_class: type[Task]) -> None:
             raise UserError(f"{target} and {key} are both null: give {target}=N or {key}=N")
     keys = in_epochs(cfg)
     if keys and task_class.train_items is Task.train_items:
-        raise no_epochs(cfg, keys)
+        raise no_epochs(cfg, keys, task_class.no_epochs_because)
 
 
 def task_defaults(cfg: DictConfig) -> DictConfig | None:
     """The config of the task's own file with nothing given, whose steps are not the user's; None where
     there is no such file (a task.name of the user's own): then no steps counts as given."""
-    from multitx.cli import defaults_for  # Hydra composition, only for runs given in epochs
-
     try:
         return defaults_for((f"task={cfg.task.name}",))
     except (HydraException, OmegaConfBaseException):

@@ -14,19 +14,11 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from multitx.config.schema import SHARED
 from multitx.engine import checkpoint
 from multitx.engine.run_lock import RunLock
 from multitx.engine.runtime import Runtime, seed_everything, set_rng_state
 from multitx.engine.task import Task
 from multitx.errors import UserError
-from multitx.imports import named_class
-
-
-def task_class_of(cfg: DictConfig) -> type[Task]:
-    """The Task class cfg.task._target_ names (typed by the user: training imports it)."""
-    SHARED["task._target_"].check("task._target_", cfg.task.get("_target_"))
-    return named_class(cfg.task._target_, "task._target_", Task)
 
 
 def lock_run(run_dir: Path, runtime: Runtime) -> RunLock:

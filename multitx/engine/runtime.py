@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from multitx.config.hardware import PRECISIONS, Device, choose_precision, parse_device, precision_note
 from multitx.engine.cpu_memory import reuse_freed_memory
-from multitx.engine.hardware import PRECISIONS, Device, choose_precision, parse_device, precision_note
 from multitx.errors import UserError
 
 
@@ -58,7 +58,7 @@ class Runtime:
 
 def setup_runtime(device: str = "auto", precision: str = "auto", timeout_s: float = 300) -> Runtime:
     """device: auto (CUDA if visible, else the CPU), cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:N
-    or mps; precision: auto, fp32, bf16 or fp16, auto as multitx/engine/hardware.py's table says. A
+    or mps; precision: auto, fp32, bf16 or fp16, auto as multitx/config/hardware.py's table says. A
     device this machine lacks is one clear line. Under torchrun (RANK and WORLD_SIZE set) also joins
     the process group, whose collectives give up after timeout_s seconds without their peers."""
     parsed = parse_device(device)

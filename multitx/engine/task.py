@@ -12,9 +12,14 @@ One path from a run's settings to its model, for training and for loading:
     build(cfg.model, artifacts)       the model from its settings and those artifacts, plus what a user
                                       of it needs ({"vocab": ...} or {"classes": [...]}): the trainer
                                       (through build_model) and multitx.load both call it
+
+A task's own keys are the fields of its `settings` dataclass (its `model` section among them);
+`@register_task("NAME")` puts their defaults in the config store, where its recipes
+(config/task/*.yaml) start from them: `defaults: [/settings/NAME, ...]`.
 """
 
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,8 +28,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from multitx.config.compose import store_node
+from multitx.config.rules import Text
+from multitx.config.settings import defaults_of, for_checking, rules_of
 from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
+from multitx.registry import Registry
 
 RIGHT, WRONG, NEUTRAL = "#1a7f37", "#c62828", "#222222"  # colours of Examples' titles: legible on white
 
@@ -42,11 +51,25 @@ class Task:
     name = "task"
     unit = "items"  # what throughput counts: tokens, images...
     watch = ("val_loss", "min")  # the metric that picks the best checkpoint, and its direction
+    no_epochs_because = "its train_items() is None"  # said when epochs= is given to a task without epochs
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         self.cfg, self.runtime = cfg, runtime
 
-    rules: dict = {}  # this task's keys -> their multitx.config.rules Rule, checked before anything is built
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "settings" in cls.__dict__ and cls.settings is not None:
+            cls.rules = rules_of(cls.settings)
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        """Settings of this task that are each fine alone but not together (cfg: the whole config, plain).
+        By default each section of `settings` whose class has a check(prefix) method checks itself."""
+        if cls.settings is not None:
+            check_sections(cls.settings, cfg)
+
+    settings: type | None = None  # the dataclass of this task's own keys (model.* among them)
+    rules: dict = {}  # this task's keys -> their Rule, checked before anything is built: from `settings`
     artifact_files: tuple[str, ...] = ()  # the names artifacts() returns, e.g. ("vocab.json",)
 
     def artifacts(self) -> dict[str, dict]:
@@ -104,3 +127,27 @@ class Task:
         """A few validation images to draw at each evaluation (RUN_DIR/plots/samples.png and
         TensorBoard), with what the model made of them; optional: None draws only the loss curves."""
         return None
+
+
+def check_sections(settings: type, cfg: dict) -> None:
+    """Build each section of `settings` whose class has a check(prefix) (a model's config) and check it."""
+    for f in fields(settings):
+        schema = f.metadata.get("section")
+        if schema is not None and hasattr(schema, "check") and isinstance(cfg.get(f.name), Mapping):
+            for_checking(schema, cfg[f.name]).check(f.name)
+
+
+def store_task(name: str, cls: type) -> None:
+    """The config store learns a task's keys and defaults: its recipes' defaults lists name /settings/NAME."""
+    if cls.settings is not None:
+        store_node("settings", name, defaults_of(cls.settings), package="_global_")
+
+
+TASKS = Registry("task", "task", Task, "multitx.Task", on_register=store_task)
+register_task = TASKS.register  # @register_task("charlm") on a Task subclass
+
+
+def task_class_of(cfg: DictConfig) -> type[Task]:
+    """The Task class cfg.task._target_ names (typed by the user: training imports it)."""
+    Text().check("task._target_", cfg.task.get("_target_"))
+    return TASKS.resolve(target=cfg.task._target_)

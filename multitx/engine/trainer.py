@@ -30,22 +30,12 @@ from multitx.engine import checkpoint
 from multitx.engine.length import check_has_epochs, resolve_length
 from multitx.engine.metrics import MetricsLog
 from multitx.engine.optimizers import build_optimizer
-from multitx.engine.run_setup import (  # noqa: F401 - check_same_global_batch, data_position: imported from here
-    build_model,
-    check_same_global_batch,
-    data_position,
-    lock_run,
-    restore,
-    resume_point,
-    task_class_of,
-)
+from multitx.engine.run_setup import build_model, lock_run, restore, resume_point
 from multitx.engine.runtime import Runtime, rng_state, seed_everything, setup_runtime
 from multitx.engine.step import Stepper
 from multitx.engine.stopping import Interrupted, StopSignals, collective_reason, is_collective_failure
-from multitx.engine.task import Task
+from multitx.engine.task import Task, task_class_of
 from multitx.errors import UserError
-
-__all__ = ["Interrupted", "check_same_global_batch", "lr_at", "task_class_of", "train"]
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
@@ -72,7 +62,7 @@ def train(cfg: DictConfig) -> dict:
     Every setting is checked first (the shared ones, the task's `rules`, the dataset's), then the run
     folder is locked for this trainer alone. A length given in epochs is worked out as steps in cfg."""
     task_class = task_class_of(cfg)
-    validate(cfg, task_class.rules)
+    validate(cfg, task_class)
     check_has_epochs(cfg, task_class)
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = lock_run(Path(cfg.run_dir), runtime)

@@ -58,7 +58,7 @@ def inspect_charlm(run_dir: Path, cfg, which: str, prompt: str | None, device, t
     model, vocab, found = run.model, run.vocab, run.checkpoint
     context = model.config.context
     if prompt is None:  # the start of the run's own validation text, from a line's beginning
-        corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
+        corpus = load_corpus(cfg.data, Path(cfg.data_dir))
         if corpus.vocab.chars != vocab.chars:
             raise UserError(f"the corpus of {run_dir} has changed since training; give prompt=\"...\" instead")
         text = vocab.decode(np.asarray(corpus.val[: 4 * context]).tolist())

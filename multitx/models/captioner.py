@@ -10,23 +10,21 @@ in each block reads from the image's patch tokens (queries from the words,
 keys and values from the memory).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitx.config.settings import from_data
+from multitx.config.rules import POSITIVE, RATE, Numbers, Text, Whole
+from multitx.config.settings import from_data, section, setting
 from multitx.nn.heads import LMHead
 from multitx.nn.kv_cache import KVCache
-from multitx.nn.patches import PatchTokenizer, build_tokenizer
+from multitx.nn.patches import PatchTokenizer, TokenizerSettings, build_tokenizer, check_patches
+from multitx.nn.positions import WORD_POSITIONS, check_rotary
 from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk, TrunkConfig
-
-
-def default_tokenizer() -> dict:
-    return {"name": "conv", "_target_": None, "module": None, "positions": "learned", "cls_token": False}
 
 
 @dataclass
@@ -36,23 +34,32 @@ class CaptionerConfig:
     unk_id: int = from_data(default=3)  # what word dropout puts in place of a word
     in_channels: int = from_data(default=3)
     # image encoder
-    image_size: int = 48
-    patch_size: int = 6
+    image_size: int = setting(48, Whole(min=1), "images are resized to image_size x image_size")
+    patch_size: int = setting(6, Whole(min=1), "must divide image_size")
     # A registered name ("conv", "linear", "convstem"), or a mapping {name | _target_, module, positions,
     # cls_token, ...}: anything multitx.nn.patches.build_tokenizer takes.
-    tokenizer: Any = field(default_factory=default_tokenizer)
-    encoder: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=128, layers=3, heads=4))
-    encoder_pretrained: str | None = None  # timm:NAME the encoder started from (read when training starts)
-    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # images arrive in [0, 1]
-    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    tokenizer: Any = section(dict, "the PatchTokenizer (nn/patches.py)", schema=TokenizerSettings, cls_token=False)
+    encoder: TrunkConfig = section(TrunkConfig, "the encoder trunk: bidirectional, over the patch tokens", dim=128,
+                                   layers=3, heads=4)
+    encoder_pretrained: str | None = setting(None, Text(prefix="timm:", null=True),
+                                             "timm:NAME starts the encoder from a timm ViT")
+    image_mean: tuple[float, ...] = setting((0.5, 0.5, 0.5), Numbers(count=3), "per channel; images arrive in [0, 1]")
+    image_std: tuple[float, ...] = setting((0.5, 0.5, 0.5), Numbers(count=3, each=POSITIVE), "per channel")
     # text decoder
-    decoder: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=128, layers=3, heads=4))
-    positions: str = "learned"  # caption word positions: learned | sinusoidal | rotary
-    max_caption_len: int = 24  # tokens, <bos> and <eos> included
+    decoder: TrunkConfig = section(TrunkConfig, "the decoder trunk: causal over the words, cross-attending to the "
+                                   "encoder's tokens", dim=128, layers=3, heads=4)
+    positions: str = setting("learned", WORD_POSITIONS, "caption word positions: learned | sinusoidal | rotary")
+    max_caption_len: int = setting(24, Whole(min=3), "tokens, <bos> and <eos> included; longer captions are cut")
     # In training, this share of the decoder's input words (not <bos>) is replaced by <unk>, so that
     # the next word cannot always be guessed from the words before it: the decoder must read the image.
-    word_dropout: float = 0.0
-    label_smoothing: float = 0.0  # of the training loss's targets
+    word_dropout: float = setting(0.0, RATE, "share of decoder input words replaced by <unk> in training")
+    label_smoothing: float = setting(0.0, RATE, "of the training loss's targets")
+
+    def check(self, prefix: str = "model") -> None:
+        self.encoder.check(f"{prefix}.encoder")
+        self.decoder.check(f"{prefix}.decoder")
+        check_rotary(self.positions, self.decoder, prefix)
+        check_patches(self.image_size, self.patch_size, self.tokenizer, self.encoder.dim, prefix)
 
 
 class Captioner(nn.Module):
@@ -67,13 +74,13 @@ class Captioner(nn.Module):
         self.config = c = config
         self.tokenizer = tokenizer or build_tokenizer(c.tokenizer, image_size=c.image_size, patch_size=c.patch_size,
                                                       in_channels=c.in_channels, dim=c.encoder.dim)
-        self.encoder = Trunk.from_config(c.encoder)
+        self.encoder = Trunk(c.encoder)
         # The decoder reads the memory at its own width.
         self.bridge = nn.Linear(c.encoder.dim, c.decoder.dim) if c.encoder.dim != c.decoder.dim else nn.Identity()
         self.embed = TextEmbedder(c.vocab_size, c.decoder.dim, c.max_caption_len, positions=c.positions,
                                   dropout=c.decoder.dropout)
-        self.decoder = Trunk.from_config(c.decoder, causal=True, cross_attention=True,
-                                         rotary_positions=c.max_caption_len if c.positions == "rotary" else 0)
+        self.decoder = Trunk(c.decoder, causal=True, cross_attention=True,
+                             rotary_positions=c.max_caption_len if c.positions == "rotary" else 0)
         self.head = LMHead(c.decoder.dim, c.vocab_size, tie_to=self.embed.token)
         self.register_buffer("mean", torch.tensor(c.image_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(c.image_std).view(1, -1, 1, 1), persistent=False)

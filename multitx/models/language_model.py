@@ -8,15 +8,17 @@ With causal=False the same model reads the whole sequence at once: the
 encoder-only masked language model of task=mlm (BERT's objective on characters).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitx.config.settings import from_data
+from multitx.config.rules import NON_NEGATIVE, Flag, Whole
+from multitx.config.settings import from_data, section, setting
 from multitx.models.decoding import sample_next
 from multitx.nn.heads import LMHead
+from multitx.nn.positions import WORD_POSITIONS, check_rotary
 from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk, TrunkConfig
 
@@ -24,13 +26,17 @@ from multitx.nn.trunk import Trunk, TrunkConfig
 @dataclass
 class LanguageModelConfig:
     vocab_size: int = from_data()  # the vocabulary's size
-    context: int = 256  # longest sequence the model reads at once
-    positions: str = "learned"  # learned | sinusoidal | rotary
-    causal: bool = True  # each token sees only those before it (False: all of them, for task=mlm)
-    trunk: TrunkConfig = field(default_factory=TrunkConfig)  # dim, layers, heads, ... (nn/trunk.py)
-    tie_head: bool = True  # the head reads out with the token embedding's weights (False: its own, from zero)
-    value_embeds: bool = False  # each block adds its own embedding of the tokens to its attention values
-    logit_softcap: float = 0.0  # > 0: logits = c * tanh(logits / c), never beyond +-c; 0: off
+    context: int = setting(256, Whole(min=1), "longest sequence the model reads at once")
+    positions: str = setting("learned", WORD_POSITIONS, "learned | sinusoidal | rotary")
+    causal: bool = setting(True, Flag(), "each token sees only those before it (false: all of them, as task=mlm)")
+    trunk: TrunkConfig = section(TrunkConfig, "the trunk (nn/trunk.py), the same section in every model")
+    tie_head: bool = setting(True, Flag(), "the head reads out with the token embedding's weights (false: its own)")
+    value_embeds: bool = setting(False, Flag(), "each block adds its own embedding of the tokens to its values")
+    logit_softcap: float = setting(0.0, NON_NEGATIVE, "> 0: logits = c * tanh(logits / c); 0: off")
+
+    def check(self, prefix: str = "model") -> None:
+        self.trunk.check(f"{prefix}.trunk")
+        check_rotary(self.positions, self.trunk, prefix)
 
 
 class LanguageModel(nn.Module):
@@ -40,8 +46,8 @@ class LanguageModel(nn.Module):
         width = config.trunk.dim
         self.embed = TextEmbedder(config.vocab_size, width, config.context, positions=config.positions,
                                   dropout=config.trunk.dropout)
-        self.trunk = Trunk.from_config(config.trunk, causal=config.causal,
-                                       rotary_positions=config.context if config.positions == "rotary" else 0)
+        self.trunk = Trunk(config.trunk, causal=config.causal,
+                           rotary_positions=config.context if config.positions == "rotary" else 0)
         self.head = LMHead(width, config.vocab_size, tie_to=self.embed.token if config.tie_head else None,
                            softcap=config.logit_softcap)
         # (vocab, D) tables, one a block, read by token id: a shortcut from each token to every block's values

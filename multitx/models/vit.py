@@ -6,36 +6,47 @@ The trunk is the same class that runs the char GPT, here without the causal
 mask. Any PatchTokenizer fits, the built-in ones or a user's own.
 """
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
-from multitx.config.settings import from_data
+from multitx.config.rules import Choice, Size, Text
+from multitx.config.settings import from_data, section, setting
 from multitx.errors import UserError
 from multitx.nn.heads import ClassifierHead
-from multitx.nn.patches import PatchTokenizer, build_tokenizer
+from multitx.nn.patches import PatchTokenizer, TokenizerSettings, build_tokenizer, check_patches
 from multitx.nn.trunk import Trunk, TrunkConfig
-
-
-def default_tokenizer() -> dict:
-    return {"name": "conv", "_target_": None, "module": None, "positions": "learned", "cls_token": True}
 
 
 @dataclass
 class ViTConfig:
     classes: int = from_data()  # the dataset's classes
     in_channels: int = from_data(default=3)  # 1 (grey) or 3 (RGB)
-    image_size: Any = 32  # one number or [H, W]
-    patch_size: Any = 4  # must divide image_size
+    image_size: Any = setting(32, Size(null=True), "[H, W] or one number: images are scaled and centre-cropped "
+                              "to it (null: a pretrained model's own)")
+    patch_size: Any = setting(4, Size(null=True), "must divide image_size (null: a pretrained model's own)")
     # A registered name ("conv", "linear", "convstem"), or a mapping {name | _target_, module, positions,
     # cls_token, ...any keyword of the tokenizer class}: anything multitx.nn.patches.build_tokenizer takes.
-    tokenizer: Any = field(default_factory=default_tokenizer)
-    trunk: TrunkConfig = field(default_factory=lambda: TrunkConfig(dim=192, layers=9, heads=12, mlp_ratio=2.0,
-                                                                   bias=True, norm_eps=1e-6))  # timm's ViT
-    pool: str = "cls"  # cls | mean: the classifier reads the CLS token, or the mean of the patch tokens
-    pretrained: str | None = None  # timm:NAME the weights started from (read when training starts, not here)
+    tokenizer: Any = section(dict, "the PatchTokenizer (nn/patches.py)", schema=TokenizerSettings)
+    trunk: TrunkConfig = section(TrunkConfig, "the trunk (nn/trunk.py)", dim=192, layers=9, heads=12, mlp_ratio=2.0,
+                                 bias=True, norm_eps=1e-6)  # timm's ViT
+    pool: str = setting("cls", Choice(options=("cls", "mean")),
+                        "cls | mean: the classifier reads the CLS token, or the mean of the patch tokens")
+    pretrained: str | None = setting(None, Text(prefix="timm:", null=True),
+                                     "timm:MODEL_NAME starts from timm's pretrained weights (network needed once)")
+
+    def check(self, prefix: str = "model") -> None:
+        self.trunk.check(f"{prefix}.trunk")
+        for key in ("image_size", "patch_size"):
+            if getattr(self, key) is None and not self.pretrained:
+                raise UserError(f"{prefix}.{key}=null means a pretrained model's own: give {prefix}.pretrained="
+                                f"timm:NAME too, or a size")
+        check_patches(self.image_size, self.patch_size, self.tokenizer, self.trunk.dim, prefix)
+        if self.pool == "cls" and isinstance(self.tokenizer, dict) and self.tokenizer.get("cls_token") is False:
+            raise UserError(f"{prefix}.pool=cls reads the CLS token, but {prefix}.tokenizer.cls_token=false; "
+                            f"set {prefix}.tokenizer.cls_token=true or {prefix}.pool=mean")
 
 
 class ViT(nn.Module):
@@ -68,14 +79,13 @@ class ViT(nn.Module):
         """The ViT `config` describes; `tokenizer`: your own PatchTokenizer (dim = config.trunk.dim)
         instead of the one config.tokenizer names."""
         c = config
-        if c.pool not in ("cls", "mean"):
-            raise UserError(f"model.pool must be cls or mean, got {c.pool!r}")
+        c.check()
         spec = c.tokenizer
         if isinstance(spec, dict) and spec.get("cls_token") is None:
             spec = {**spec, "cls_token": c.pool == "cls"}  # a CLS token exactly when the head reads one
         tokenizer = tokenizer or build_tokenizer(spec, image_size=c.image_size, patch_size=c.patch_size,
                                                  in_channels=c.in_channels, dim=c.trunk.dim)
-        trunk = Trunk.from_config(c.trunk)  # built in this order: the same seed, the same initial weights
+        trunk = Trunk(c.trunk)  # built in this order: the same seed, the same initial weights
         head = ClassifierHead(c.trunk.dim, c.classes, pool=c.pool, dropout=c.trunk.dropout)
         return cls(tokenizer, trunk, head, config=c)
 

@@ -62,26 +62,27 @@ class Attention(nn.Module):
     weights and the outputs through hooks.
     """
 
-    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0, bias: bool = False, cross: bool = False,
-                 qk_norm: bool = False):
+    def __init__(self, config, *, reads_memory: bool = False):
+        """config: the trunk's TrunkConfig (dim, heads, bias, dropout, qk_norm); reads_memory: cross-attention,
+        queries from the tokens, keys and values from a second sequence (`memory`)."""
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"model width {dim} is not divisible by {heads} heads")
-        self.heads, self.head_dim, self.cross = heads, dim // heads, cross
+        dim = config.dim  # config.check() (the trunk calls it) has seen that the heads divide it
+        self.heads, self.head_dim, self.reads_memory = config.heads, dim // config.heads, reads_memory
         # QK-norm (Dehghani et al. 2023, ViT-22B; modded-nanogpt): each head's query and key normalised
         # (zero mean, unit RMS, times a learned gain) before they meet, so that no logit grows without
         # bound. LayerNorm, as ViT-22B: on the CPU its fused kernel ran forward and backward 6x as fast as
         # RMSNorm's (0.45 against 2.8 ms for a (24, 8, 64, 32) tensor, Zen 4, 2026-12-06).
-        self.q_norm = nn.LayerNorm(self.head_dim, bias=False) if qk_norm else None
-        self.k_norm = nn.LayerNorm(self.head_dim, bias=False) if qk_norm else None
-        if cross:
+        self.q_norm = nn.LayerNorm(self.head_dim, bias=False) if config.qk_norm else None
+        self.k_norm = nn.LayerNorm(self.head_dim, bias=False) if config.qk_norm else None
+        bias = config.bias
+        if reads_memory:
             self.to_q = nn.Linear(dim, dim, bias=bias)  # queries from the tokens being written
             self.to_kv = nn.Linear(dim, 2 * dim, bias=bias)  # keys and values from the memory
         else:
             self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)  # one matmul for all three
         self.proj = nn.Linear(dim, dim, bias=bias)
-        self.dropout = dropout
-        self.proj_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = config.dropout
+        self.proj_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.attend = ScaledDotProduct()
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,7 @@ class Attention(nn.Module):
         value_embed: (B, T, D) added to the values (self-attention): value embeddings of the tokens.
         """
         start = 0
-        if self.cross:
+        if self.reads_memory:
             q = self.norm_q(self.split_heads(self.to_q(x)))  # (B, H, T, Dh)
             if cache is not None and cache.memory_kv is not None:
                 k, v = cache.memory_kv  # computed once per generation

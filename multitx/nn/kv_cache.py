@@ -52,10 +52,6 @@ class KVCache:
     def length(self) -> int:
         return self.layers[0].length if self.layers else 0
 
-    @property
-    def capacity(self) -> int:
-        return self.layers[0].keys.shape[2] if self.layers else 0
-
     def reset(self) -> None:
         for layer in self.layers:
             layer.length = 0

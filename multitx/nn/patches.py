@@ -20,29 +20,32 @@ Three ways to use one, none of which edits multitx:
     (from the command line add `model.tokenizer.module=my_pkg` so that the module defining it is imported).
 """
 
-import importlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from multitx.config.rules import Choice, Flag, Names, Numbers, Text, Whole
+from multitx.config.settings import setting
 from multitx.errors import UserError
-from multitx.imports import named_class
 from multitx.nn.positions import sincos_2d
+from multitx.registry import Registry
 
-TOKENIZERS: dict[str, type["PatchTokenizer"]] = {}
 
-
-def register_tokenizer(name: str):
-    """Class decorator: make a tokenizer available by name, e.g. model.tokenizer.name=NAME."""
-
-    def add(cls):
-        TOKENIZERS[name] = cls
-        return cls
-
-    return add
+@dataclass
+class TokenizerSettings:
+    """The keys of `model.tokenizer`; a tokenizer class of the user's may take more (+model.tokenizer.KEY=VALUE)."""
+    name: str = setting("conv", Text(), "a registered tokenizer: conv | linear | convstem | yours")
+    _target_: str | None = setting(None, Text(null=True), "or an import path, my_pkg.MyTokenizer (wins over name)")
+    module: str | list | None = setting(None, Names(null=True),
+                                        "imported first, so that the tokenizers it registers are known")
+    positions: str = setting("learned", Choice(options=("learned", "sincos", "none")), "learned | sincos | none")
+    cls_token: bool | None = setting(True, Flag(null=True), "prepend a CLS token for a classifier to read")
+    stem_width: list | None = setting(None, Numbers(each=Whole(min=1), null=True),
+                                      "convstem: the channels of each 3x3 convolution (null: D/4, D/2, D...)")
 
 
 def pair(x) -> tuple[int, int]:
@@ -51,6 +54,25 @@ def pair(x) -> tuple[int, int]:
     if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         raise UserError(f"a size is one positive whole number or two ([H, W]), got {x!r}")
     return values[0], values[1]
+
+
+def check_grid(image_size, patch_size) -> tuple[int, int]:
+    """The patch grid (h, w) of an image size and a patch size, or one line if the patches do not tile it."""
+    (H, W), (ph, pw) = pair(image_size), pair(patch_size)
+    if H % ph or W % pw:
+        raise UserError(f"image size {H}x{W} is not divisible by patch size {ph}x{pw}; "
+                        f"choose a patch size that divides it, or set model.image_size")
+    return H // ph, W // pw
+
+
+def check_patches(image_size, patch_size, tokenizer, width: int, prefix: str) -> None:
+    """The patches tile the image, and 2-D sin-cos positions can split the width in four."""
+    if image_size is not None and patch_size is not None:
+        check_grid(image_size, patch_size)
+    if isinstance(tokenizer, dict) and tokenizer.get("positions") == "sincos" and width % 4:
+        raise UserError(f"{prefix}.tokenizer.positions=sincos splits the width in four (rows and columns, sin and "
+                        f"cos): {width} is not divisible by 4")
+
 
 
 class PatchTokenizer(nn.Module):
@@ -66,11 +88,7 @@ class PatchTokenizer(nn.Module):
                  positions: str = "learned", cls_token: bool = True):
         super().__init__()
         self.image_size, self.patch_size = pair(image_size), pair(patch_size)
-        (H, W), (ph, pw) = self.image_size, self.patch_size
-        if H % ph or W % pw:
-            raise UserError(f"image size {H}x{W} is not divisible by patch size {ph}x{pw}; "
-                            f"choose a patch size that divides it, or resize the images")
-        self.grid = (H // ph, W // pw)
+        self.grid = check_grid(image_size, patch_size)
         self.in_channels, self.dim = in_channels, dim
         self.num_patches = self.grid[0] * self.grid[1]
         self.num_prefix_tokens = 1 if cls_token else 0
@@ -112,6 +130,10 @@ class PatchTokenizer(nn.Module):
         return {"cls", "position"}
 
 
+PATCH_TOKENIZERS = Registry("tokenizer", "model.tokenizer", PatchTokenizer, "multitx.PatchTokenizer")
+register_tokenizer = PATCH_TOKENIZERS.register  # @register_tokenizer("mine"): then model.tokenizer.name=mine
+
+
 @register_tokenizer("linear")
 class LinearPatches(PatchTokenizer):
     """Cut into patches with one einops rearrange, then one Linear layer (ViT paper, eq. 1)."""
@@ -144,25 +166,7 @@ def tokenizer_class(name: str | None = None, target: str | type | None = None, m
     """The tokenizer class a config names: `target` is an import path (`my_pkg.MyTokenizer`),
     `name` a registered name (`conv`); `module` (a name or list of names) is imported first,
     so that the tokenizers it registers are known."""
-    for mod in [module] if isinstance(module, str) else list(module or []):
-        try:
-            importlib.import_module(mod)
-        except Exception as err:  # noqa: BLE001 - whatever the module raises while it is imported
-            raise UserError(f"model.tokenizer.module={mod}: cannot import it ({type(err).__name__}: "
-                            f"{' '.join(str(err).split())[:200]}); check the name, "
-                            f"and that its folder is on PYTHONPATH or installed") from None
-    if isinstance(target, type) and issubclass(target, PatchTokenizer):  # a class, given from Python
-        cls = target
-    elif target:
-        cls = named_class(target, "model.tokenizer._target_", PatchTokenizer, "multitx.PatchTokenizer")
-    else:
-        if name not in TOKENIZERS:
-            raise UserError(f"unknown tokenizer {name!r}; registered: {', '.join(sorted(TOKENIZERS))}. "
-                            f"A tokenizer registered in your own module also needs model.tokenizer.module=YOUR_MODULE")
-        cls = TOKENIZERS[name]
-        if not (isinstance(cls, type) and issubclass(cls, PatchTokenizer)):
-            raise UserError(f"model.tokenizer.name={name} is not a subclass of multitx.PatchTokenizer")
-    return cls
+    return PATCH_TOKENIZERS.resolve(name, target, module)
 
 
 def build_tokenizer(tokenizer="conv", *, image_size, patch_size, in_channels: int, dim: int,

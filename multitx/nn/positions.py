@@ -10,6 +10,9 @@ import math
 import torch
 from torch import nn
 
+from multitx.config.rules import Choice
+from multitx.errors import UserError
+
 
 def sinusoidal_table(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
     """The fixed (length, dim) table of "Attention Is All You Need", section 3.5.
@@ -65,3 +68,14 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> torc
     r = rows.flatten()[:, None] * inv_freq  # (h*w, D/4)
     c = cols.flatten()[:, None] * inv_freq
     return torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=1)  # (h*w, D)
+
+
+WORD_POSITIONS = Choice(options=("learned", "sinusoidal", "rotary"))  # model.positions of a text model
+
+
+def check_rotary(positions: str, trunk, prefix: str) -> None:
+    """Rotary positions turn channel pairs: each head's width must be even."""
+    if positions == "rotary" and trunk.head_dim % 2:
+        raise UserError(f"{prefix}.positions=rotary turns channel pairs: the width per head "
+                        f"({trunk.dim} / {trunk.heads}) must be even")
+

@@ -88,7 +88,8 @@ def trace(model: nn.Module) -> Trace:
             with torch.no_grad():
                 weights = attention_weights(q.float(), k.float(), allowed, causal)
             pending[attention] = AttentionRecord(
-                name=name, kind="cross" if attention.cross else "self", layer=block_index(name), x=None, memory=None,
+                name=name, kind="cross" if attention.reads_memory else "self", layer=block_index(name), x=None,
+                memory=None,
                 q=q.detach(), k=k.detach(), v=v.detach(), weights=weights, mixed=output.detach())
         return hook
 

@@ -9,11 +9,14 @@ The trunk does not know whether its tokens came from characters or pixels.
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from multitx.config.rules import POSITIVE, RATE, Choice, Flag, Whole
+from multitx.config.settings import setting
+from multitx.errors import UserError
 from multitx.nn.attention import Attention
 from multitx.nn.kv_cache import KVCache
 from multitx.nn.positions import Rotary
@@ -51,17 +54,53 @@ relu_squared_with_grad = ReLUSquaredGrad.apply
 ACTIVATIONS = {"gelu": nn.GELU, "relu2": ReLUSquared}
 
 
-class MLP(nn.Module):
-    """Per-token computation: D -> hidden -> D, with GELU (GPT-2, ViT) or relu^2 between."""
+@dataclass
+class TrunkConfig:
+    """The settings of one trunk: `model.trunk` (or `model.encoder`, `model.decoder`) in a run's config."""
+    dim: int = setting(384, Whole(min=1), "width D of every token vector")
+    layers: int = setting(6, Whole(min=1), "blocks, each attention then MLP")
+    heads: int = setting(6, Whole(min=1), "attention heads; each gets Dh = dim / heads channels")
+    mlp_ratio: float = setting(4.0, POSITIVE, "the MLP's hidden width is dim x mlp_ratio")
+    activation: str = setting("gelu", Choice(options=tuple(ACTIVATIONS)), "in the MLP: gelu | relu2")
+    bias: bool = setting(False, Flag(), "biases in Linear and LayerNorm (GPT-2 and timm's ViT have them)")
+    dropout: float = setting(0.0, RATE, "on attention weights and block outputs")
+    drop_path: float = setting(0.0, RATE, "stochastic depth of the last block (0 in the first, linear between)")
+    norm_eps: float = setting(1e-5, POSITIVE, "LayerNorm epsilon (timm's ViT: 1e-6)")
+    qk_norm: bool = setting(False, Flag(), "queries and keys layer-normed per head before they meet",
+                            before=False)
+    zero_init: bool = setting(False, Flag(), "projections into the residual stream start at zero: "
+                              "each block starts as the identity", before=False)
 
-    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0, bias: bool = False, activation: str = "gelu"):
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def hidden(self) -> int:
+        return int(self.dim * self.mlp_ratio)
+
+    def check(self, prefix: str = "trunk") -> None:
+        """The settings that must go together: heads divide the width, the MLP has hidden units."""
+        if self.dim % self.heads:
+            raise UserError(f"{prefix}.dim={self.dim} is not divisible by {prefix}.heads={self.heads}: each head gets "
+                            f"dim / heads channels; choose a head count that divides the width")
+        if self.hidden < 1:
+            raise UserError(f"{prefix}.mlp_ratio={self.mlp_ratio:g} leaves the MLP no hidden units at "
+                            f"{prefix}.dim={self.dim} (int(dim x mlp_ratio) must be at least 1)")
+
+
+class MLP(nn.Module):
+    """Per-token computation: D -> hidden (dim x mlp_ratio) -> D, with GELU (GPT-2, ViT) or relu^2 between."""
+
+    def __init__(self, config: "TrunkConfig"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        self.fc = nn.Linear(dim, hidden, bias=bias)
-        self.act = ACTIVATIONS[activation]()
-        self.proj = nn.Linear(hidden, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        c = config
+        if c.activation not in ACTIVATIONS:  # from Python; the command line's rule has said so already
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {c.activation!r}")
+        self.fc = nn.Linear(c.dim, c.hidden, bias=c.bias)
+        self.act = ACTIVATIONS[c.activation]()
+        self.proj = nn.Linear(c.hidden, c.dim, bias=c.bias)
+        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.act(self.fc(x))))
@@ -84,17 +123,16 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """x + attention(norm(x)) [+ cross_attention(norm(x), memory)] + mlp(norm(x))."""
 
-    def __init__(self, dim: int, heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = False,
-                 cross_attention: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-5,
-                 activation: str = "gelu", qk_norm: bool = False):
+    def __init__(self, config: "TrunkConfig", *, cross_attention: bool = False, drop_path: float = 0.0):
+        """drop_path: this block's own stochastic-depth rate (the trunk grows it with depth)."""
         super().__init__()
-        self.norm_attn = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
-        self.attn = Attention(dim, heads, dropout=dropout, bias=bias, qk_norm=qk_norm)
-        self.norm_cross = nn.LayerNorm(dim, eps=norm_eps, bias=bias) if cross_attention else None
-        self.cross = Attention(dim, heads, dropout=dropout, bias=bias, cross=True, qk_norm=qk_norm) \
-            if cross_attention else None
-        self.norm_mlp = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout=dropout, bias=bias, activation=activation)
+        c = config
+        self.norm_attn = nn.LayerNorm(c.dim, eps=c.norm_eps, bias=c.bias)
+        self.attn = Attention(c)
+        self.norm_cross = nn.LayerNorm(c.dim, eps=c.norm_eps, bias=c.bias) if cross_attention else None
+        self.cross = Attention(c, reads_memory=True) if cross_attention else None
+        self.norm_mlp = nn.LayerNorm(c.dim, eps=c.norm_eps, bias=c.bias)
+        self.mlp = MLP(c)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None,
@@ -112,66 +150,37 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm_mlp(x)))
 
 
-@dataclass
-class TrunkConfig:
-    """The settings of one trunk: `model.trunk` (or `model.encoder`, `model.decoder`) in a run's config."""
-    dim: int = 384  # width D of every token vector
-    layers: int = 6
-    heads: int = 6  # head size Dh = dim / heads
-    mlp_ratio: float = 4.0  # the MLP's hidden width is dim * mlp_ratio
-    activation: str = "gelu"  # in the MLP: gelu | relu2
-    bias: bool = False  # biases in Linear and LayerNorm (GPT-2 and timm's ViT have them)
-    dropout: float = 0.0
-    drop_path: float = 0.0  # stochastic depth of the last block (0 in the first, linear between)
-    norm_eps: float = 1e-5  # LayerNorm epsilon (timm's ViT: 1e-6)
-    qk_norm: bool = False  # queries and keys layer-normed per head before they meet (modded-nanogpt)
-    zero_init: bool = False  # the projections into the residual stream start at zero: each block starts as identity
-
-
 class Trunk(nn.Module):
-    """A stack of `layers` blocks of width `dim`, then a final LayerNorm.
+    """A stack of `config.layers` blocks of width `config.dim`, then a final LayerNorm.
 
+    How the model wires it is its own choice, beside the config:
     causal: each token sees only itself and earlier tokens (decoders).
     cross_attention: blocks also attend to a `memory` sequence (captioning).
     rotary_positions: if > 0, rotary positions up to this length inside attention.
-    activation: the MLP's, "gelu" or "relu2".
-    qk_norm, zero_init: see TrunkConfig.
     """
 
-    def __init__(self, *, dim: int, layers: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 bias: bool = False, causal: bool = False, cross_attention: bool = False,
-                 rotary_positions: int = 0, drop_path: float = 0.0, norm_eps: float = 1e-5,
-                 activation: str = "gelu", qk_norm: bool = False, zero_init: bool = False):
+    def __init__(self, config: TrunkConfig, *, causal: bool = False, cross_attention: bool = False,
+                 rotary_positions: int = 0):
         super().__init__()
-        self.dim, self.heads, self.causal = dim, heads, causal
-        self.rotary = Rotary(dim // heads, rotary_positions) if rotary_positions else None
+        config.check()
+        self.config, self.causal = config, causal
+        self.dim, self.heads = config.dim, config.heads
+        self.rotary = Rotary(config.head_dim, rotary_positions) if rotary_positions else None
         # Stochastic depth grows linearly with depth, as in DeiT / timm.
-        rates = [drop_path * i / max(layers - 1, 1) for i in range(layers)]
-        self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout, bias=bias, cross_attention=cross_attention,
-                  drop_path=rate, norm_eps=norm_eps, activation=activation, qk_norm=qk_norm)
-            for rate in rates
-        )
-        self.norm_out = nn.LayerNorm(dim, eps=norm_eps, bias=bias)
-        self.config = TrunkConfig(dim=dim, layers=layers, heads=heads, mlp_ratio=mlp_ratio, activation=activation,
-                                  bias=bias, dropout=dropout, drop_path=drop_path, norm_eps=norm_eps,
-                                  qk_norm=qk_norm, zero_init=zero_init)
+        layers = config.layers
+        rates = [config.drop_path * i / max(layers - 1, 1) for i in range(layers)]
+        self.blocks = nn.ModuleList(Block(config, cross_attention=cross_attention, drop_path=rate) for rate in rates)
+        self.norm_out = nn.LayerNorm(config.dim, eps=config.norm_eps, bias=config.bias)
         self.apply(init_gpt2)
         # The projections that write into the residual stream: GPT-2 scales them by 1/sqrt(2 * layers),
         # so the stream's variance does not grow with depth; zero_init starts them at zero (modded-nanogpt),
         # so every block starts as the identity and the gradient still reaches the projection itself.
         for name, param in self.named_parameters():
             if name.endswith("proj.weight"):
-                if zero_init:
+                if config.zero_init:
                     nn.init.zeros_(param)
                 else:
                     nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * layers))
-
-    @classmethod
-    def from_config(cls, config: TrunkConfig, *, causal: bool = False, cross_attention: bool = False,
-                    rotary_positions: int = 0) -> "Trunk":
-        """The trunk `config` describes; how it is wired (causal, cross-attention, rotary) is the model's choice."""
-        return cls(**asdict(config), causal=causal, cross_attention=cross_attention, rotary_positions=rotary_positions)
 
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -201,9 +210,6 @@ class Trunk(nn.Module):
     def matrices(self) -> list[nn.Parameter]:
         """The blocks' 2-D weights (attention and MLP projections), in block order: what Muon trains."""
         return [p for block in self.blocks for p in block.parameters() if p.dim() == 2]
-
-    def attention_modules(self) -> list[Attention]:
-        return [m for m in self.modules() if isinstance(m, Attention)]
 
 
 def init_gpt2(module: nn.Module) -> None:

@@ -1,0 +1,3 @@
+"""multitx's own tasks; importing this package registers them (engine/task.py: TASKS)."""
+
+from multitx.tasks import caption, charlm, mlm, vit  # noqa: F401

@@ -9,21 +9,22 @@ eval_beam > 1) and scores them against all their references: BLEU-4, CIDEr,
 exact match. The vocabulary is saved as RUN_DIR/vocab.json.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
 
-from multitx.config.schema import CAPTION
-from multitx.config.settings import from_settings, plain, settings_of
+from multitx.config.rules import NON_NEGATIVE, Whole
+from multitx.config.schema import data_class
+from multitx.config.settings import from_settings, plain, section, setting, settings_of
 from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.metrics import caption_scores
 from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
-from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task
+from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task, register_task
 from multitx.models.captioner import Captioner, CaptionerConfig
 from multitx.models.captioner_from_timm import captioner_from_timm
 from multitx.models.decoding import caption_images
@@ -31,10 +32,22 @@ from multitx.models.decoding import caption_images
 DECODE_CHUNK = 256  # images captioned at once when evaluating
 
 
+@dataclass
+class CaptionSettings:
+    captions_per_image: int = setting(3, Whole(min=1), "captions decoded against one encoding of each image")
+    eval_images: int | None = setting(500, Whole(min=0, null=True),
+                                      "val images captioned and scored at each evaluation (null: all)")
+    eval_beam: int = setting(1, Whole(min=1), "1: greedy; more: beam search with this many beams")
+    length_penalty: float = setting(0.6, NON_NEGATIVE, "GNMT alpha for beam search: higher favours longer captions")
+    show_captions: int = setting(4, Whole(min=0), "val captions printed at each evaluation")
+    model: dict = section(dict, "the captioner (models/captioner.py)", schema=CaptionerConfig)
+
+
+@register_task("caption")
 class CaptionTask(Task):
     name = "caption"
     unit = "captions"
-    rules = CAPTION
+    settings = CaptionSettings
     artifact_files = ("vocab.json",)
     watch = ("bleu4", "max")
 
@@ -42,7 +55,7 @@ class CaptionTask(Task):
         super().__init__(cfg, runtime)
         size = cfg.model.image_size
         self.train_split = load_split(cfg.data, "train", size, cfg.data_dir)
-        if cfg.data.name == "shapes":  # generated: its val and test splits hold compositions training never shows
+        if data_class(cfg).separate_val:  # e.g. shapes: val and test hold compositions training never shows
             self.val_split = load_split(cfg.data, "val", size, cfg.data_dir)
         else:  # COCO, Flickr: validation images held out of training; the dataset's val split is the test
             kept, held = hold_out_images(len(self.train_split), cfg.data.val_fraction, cfg.data.split_seed)

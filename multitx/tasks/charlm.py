@@ -1,34 +1,31 @@
 """task=charlm: a character-level GPT trained on random windows of a text."""
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
-from multitx.config.schema import CHARLM
-from multitx.config.settings import from_settings
-from multitx.data.text.corpus import TokenWindows, load_corpus
+from multitx.config.rules import Whole
+from multitx.config.settings import from_settings, section, setting
+from multitx.data.text.corpus import TokenWindows
 from multitx.data.text.vocab import CharVocab
-from multitx.engine.runtime import Runtime
-from multitx.engine.task import Task
+from multitx.engine.task import register_task
 from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.tasks.text import TextTask
 
 
-class CharLMTask(Task):
+@dataclass
+class CharLMSettings:
+    show_tokens: int = setting(200, Whole(min=0), "characters sampled at each evaluation (0: none)")
+    model: dict = section(dict, "the language model (models/language_model.py)", schema=LanguageModelConfig)
+
+
+@register_task("charlm")
+class CharLMTask(TextTask):
     name = "charlm"
-    unit = "tokens"
-    rules = CHARLM
-    artifact_files = ("vocab.json",)
-
-    def __init__(self, cfg: DictConfig, runtime: Runtime):
-        super().__init__(cfg, runtime)
-        self.corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        self.vocab = self.corpus.vocab
-
-    def artifacts(self) -> dict[str, dict]:
-        return {"vocab.json": self.vocab.state()}
+    settings = CharLMSettings
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
@@ -39,13 +36,6 @@ class CharLMTask(Task):
     def train_batches(self) -> TokenWindows:
         return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed,
                             rank=self.runtime.rank, world_size=self.runtime.world_size)
-
-    def loss(self, model, batch) -> torch.Tensor:
-        inputs, targets = batch
-        return model(inputs, targets)[1]
-
-    def items_in(self, batch) -> int:
-        return batch[0].numel()
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:

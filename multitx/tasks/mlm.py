@@ -21,42 +21,29 @@ its data position (the window sampler's state before it, plus a tag of its own),
 whole global batch, and each process keeps its rows, so a resumed run and N processes see
 the masks one uninterrupted process sees; nothing comes from the global RNG.
 
-Filling in blanks in a trained run:
-
-    python -m multitx.tasks.mlm run_dir=DIR prompt="To b_ or not t_ be" [mask_char=_]
-           [order=confident|once] [checkpoint=best|latest|PATH] [device=auto] [trust_code=false]
-
-prints the prompt with each `_` (mask_char) replaced by the model's most likely character.
-order=confident (the default) fills one blank at a time, the one the model is surest of
-first, reading the prompt again with it filled; order=once fills them all from one pass.
-A prompt longer than the model's context is read, for each blank, through the window of
-`context` characters around it.
+Filling in blanks in a trained run: `python -m multitx.fill` (multitx/fill.py).
 """
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from multitx.cli import parse_args, run_cli
-from multitx.config.rules import Choice, Number, Text, Whole
-from multitx.config.schema import LANGUAGE_MODEL, LOADING
-from multitx.config.settings import from_settings
+from multitx.config.rules import Number, Whole
+from multitx.config.settings import from_settings, section, setting
 from multitx.data.sampler import seeded
-from multitx.data.text.corpus import TokenWindows, load_corpus
+from multitx.data.text.corpus import TokenWindows
 from multitx.data.text.vocab import CharVocab
-from multitx.engine.runtime import Runtime, setup_runtime
-from multitx.engine.task import Task
+from multitx.engine.task import register_task
 from multitx.errors import UserError
-from multitx.loading import Loaded, load
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
+from multitx.tasks.text import TextTask
 
 IGNORE = -100  # F.cross_entropy's ignore_index: a position that is not scored
 KEEP = -1  # in draw_masks' `becomes`: the input stays as it is
 MASKING = 7_919  # the masking's own tag in its seed, apart from the sampler's (ORDER, DRAW, BATCH_SEED)
-TOOL = "python -m multitx.tasks.mlm"
 
 
 def draw_masks(rows: int, length: int, rate: float, mask_id: int, generator: torch.Generator
@@ -117,26 +104,23 @@ class MaskedWindows:
         self.windows.load_state_dict(state)
 
 
-MLM = {"mask_rate": Number(min=0, max=1, open="both"), "show_fills": Whole(min=0), **LANGUAGE_MODEL}
+@dataclass
+class MaskedLMSettings:
+    mask_rate: float = setting(0.15, Number(min=0, max=1, open="both"),
+                               "share of each window's characters chosen for the loss (BERT: 0.15)")
+    show_fills: int = setting(2, Whole(min=0), "val windows shown filled in at each evaluation (0: none)")
+    model: dict = section(dict, "the language model (models/language_model.py), with causal=false",
+                          schema=LanguageModelConfig, causal=False)
 
 
-class MaskedLMTask(Task):
+@register_task("mlm")
+class MaskedLMTask(TextTask):
     name = "mlm"
-    unit = "tokens"
-    rules = MLM
-    artifact_files = ("vocab.json",)
-
-    def __init__(self, cfg: DictConfig, runtime: Runtime):
-        super().__init__(cfg, runtime)
-        self.corpus = load_corpus(cfg.data.name, Path(cfg.data_dir), cfg.data.get("path"))
-        self.vocab = self.corpus.vocab
+    settings = MaskedLMSettings
 
     @property
     def mask_id(self) -> int:
         return self.vocab.vocab_size  # one beyond the corpus's characters
-
-    def artifacts(self) -> dict[str, dict]:
-        return {"vocab.json": self.vocab.state()}
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
@@ -151,13 +135,6 @@ class MaskedLMTask(Task):
     def train_batches(self) -> MaskedWindows:
         return self.windows(self.corpus.train, self.cfg.batch_size, rank=self.runtime.rank,
                             world_size=self.runtime.world_size)
-
-    def loss(self, model, batch) -> torch.Tensor:
-        inputs, targets, _ = batch
-        return model(inputs, targets)[1]
-
-    def items_in(self, batch) -> int:
-        return batch[0].numel()
 
     def scores(self, model, batches) -> dict[str, float]:
         """Loss on the chosen positions, and the accuracy on those shown as the mask token, over `batches`."""
@@ -219,75 +196,3 @@ class MaskedLMTask(Task):
 
 def printable(text: str) -> str:
     return text.replace("\n", "⏎").replace("\t", "⇥")
-
-
-# ---------------------------------------------------------------------------------------------- filling in
-
-
-def blanks_in(prompt: str, mask_char: str) -> list[int]:
-    """Where the prompt's blanks are; one clear line when there are none or mask_char is not one character."""
-    if len(mask_char) != 1:
-        raise UserError(f"mask_char must be one character, got {mask_char!r}")
-    blanks = [i for i, c in enumerate(prompt) if c == mask_char]
-    if not blanks:
-        raise UserError(f"the prompt has no {mask_char} to fill in; write {mask_char} for each missing character, "
-                        f"e.g. prompt=\"To b{mask_char} or not t{mask_char} be\"")
-    return blanks
-
-
-@torch.no_grad()
-def fill(model: LanguageModel | Loaded, prompt: str, vocab: CharVocab | None = None, *, mask_char: str = "_",
-         order: str = "confident") -> str:
-    """The prompt with each mask_char replaced by the model's most likely character (never the mask token).
-    model: a trained mlm's LanguageModel and its vocab, or a multitx.load() result (vocab from it).
-    order: "confident", one blank at a time, the one whose best guess is the most probable first,
-    the prompt read again with it filled; "once", every blank from one reading of the prompt.
-    Each blank is read through the window of the model's context around it."""
-    if isinstance(model, Loaded):
-        model, vocab = model.model, model.vocab
-    if order not in ("confident", "once"):
-        raise UserError(f"order must be confident or once, got {order!r}")
-    blanks = blanks_in(prompt, mask_char)
-    mask_id = vocab.vocab_size
-    if model.config.vocab_size != mask_id + 1:
-        raise UserError(f"this model reads {model.config.vocab_size} tokens, not the {mask_id} characters of its "
-                        f"vocabulary and a mask token: it is not a task=mlm model")
-    known = iter(vocab.encode("".join(c for c in prompt if c != mask_char)))  # one clear line for an unknown one
-    device = next(model.parameters()).device
-    ids = torch.tensor([mask_id if c == mask_char else next(known) for c in prompt], device=device)  # (L,)
-    width = min(len(prompt), model.config.context)
-    todo = torch.tensor(blanks, device=device)  # (K,) positions still to fill
-    while len(todo):
-        starts = (todo - width // 2).clamp(0, len(prompt) - width)  # (K,) each blank's window
-        windows = ids[starts[:, None] + torch.arange(width, device=device)]  # (K, W)
-        logits = model(windows)[0][torch.arange(len(todo), device=device), todo - starts, :mask_id]  # (K, V)
-        surest, best = logits.float().softmax(-1).max(-1)  # (K,), (K,)
-        if order == "once":
-            ids[todo] = best
-            break
-        k = int(surest.argmax())
-        ids[todo[k]] = best[k]
-        todo = torch.cat([todo[:k], todo[k + 1:]])
-    return vocab.decode(ids.tolist())
-
-
-DEFAULTS = {"run_dir": None, "prompt": "", "mask_char": "_", "order": "confident", "checkpoint": "best",
-            "device": "auto", "trust_code": False, "debug": False}
-FILL = {**LOADING, "prompt": Text(), "mask_char": Text(), "order": Choice(options=("confident", "once"))}
-
-
-def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, FILL)
-    prompt, mask_char = str(args["prompt"]), str(args["mask_char"])
-    if not prompt:
-        raise UserError(f"say what to fill in: prompt=\"To b{mask_char} or not t{mask_char} be\", "
-                        f"{mask_char} for each missing character")
-    blanks_in(prompt, mask_char)  # before anything is loaded
-    runtime = setup_runtime(str(args["device"]), "fp32")
-    run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
-               trust_code=args["trust_code"], task="mlm", tool=TOOL)
-    print(fill(run, prompt, mask_char=mask_char, order=str(args["order"])))
-
-
-if __name__ == "__main__":
-    run_cli(main)

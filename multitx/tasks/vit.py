@@ -9,31 +9,51 @@ once, at the end of training (test_*), and by python -m multitx.evaluate.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
 
-from multitx.config.schema import VIT
-from multitx.config.settings import from_settings, plain, settings_of
-from multitx.data.images.augment import DeviceAugment, image_transform
+from multitx.config.rules import Number, Whole
+from multitx.config.settings import from_settings, plain, section, setting, settings_of
+from multitx.data.images.augment import AugmentConfig, DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import ImageSet, load_images
 from multitx.data.images.splits import hold_out
 from multitx.engine.runtime import Runtime
-from multitx.engine.task import RIGHT, WRONG, Examples, Task
+from multitx.engine.task import RIGHT, WRONG, Examples, Task, register_task
 from multitx.errors import UserError
 from multitx.models.vit import ViT, ViTConfig
 from multitx.nn.patches import pair
 from multitx.tasks.scores import Scores, classify
 
 
+@dataclass
+class ViTSettings:
+    eval_images: int = setting(0, Whole(min=0), "test images per evaluation; 0: all of them")
+    eval_batch_size: int = setting(500, Whole(min=1), "images per evaluation batch")
+    pretrained_lr_scale: float = setting(1.0, Number(min=0, max=1, open="min"),
+                                         "with model.pretrained: the pretrained tokenizer and trunk train at lr x this")
+    augment: AugmentConfig = section(AugmentConfig, "augmentation (data/images/augment.py)")
+    model: dict = section(dict, "the ViT (models/vit.py)", schema=ViTConfig)
+
+
+@register_task("vit")
 class ViTTask(Task):
     name = "vit"
     unit = "images"
-    rules = VIT
+    settings = ViTSettings
     artifact_files = ("classes.json",)
     watch = ("val_acc", "max")
+
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        super().check(cfg)
+        augment = cfg.get("augment", {})
+        if (augment.get("mixup", 0) > 0 or augment.get("cutmix", 0) > 0) and cfg["batch_size"] % 2:
+            raise UserError(f"Mixup/CutMix pair each image with another: batch_size must be even, "
+                            f"got {cfg['batch_size']}")
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)

@@ -18,13 +18,18 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from multitx.config.paths import check_file
+from multitx.config.rules import Folder, Number, Text, Whole
+from multitx.config.settings import setting
 from multitx.data.captions import shapes
 from multitx.data.images.images import Images, read_images
+from multitx.data.registry import CaptionData, HeldOut, dataset, register_dataset
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 
@@ -179,11 +184,84 @@ def flickr_split(data: DictConfig, split: str, image_size: int, data_dir: Path) 
     return cached_split(cache, lambda: CaptionSplit(read_images([folder / n for n in names], image_size), refs, names))
 
 
-SOURCES = {"shapes": shapes_split, "coco": coco_split, "flickr": flickr_split}
+@dataclass
+class CaptionSettings(CaptionData):
+    min_word_count: int = setting(5, Whole(min=1), "words seen fewer times in training become <unk>")
+
+
+@register_dataset("shapes")
+@dataclass
+class Shapes(CaptionSettings):
+    """Shapes drawn with Pillow, generated on first use into DATA_DIR/shapes/ (no download). Test and val hold
+    only colour-shape pairs and arrangements that training never shows."""
+
+    num_train: int = setting(20000, Whole(min=1), "images, three captions each")
+    num_val: int = setting(500, Whole(min=1), "evaluated during training (eval_images of them)")
+    num_test: int = setting(1000, Whole(min=1), "held out for the benchmark")
+    seed: int = setting(0, Whole(min=0), "the same seed draws the same images")
+    min_word_count: int = setting(1, Whole(min=1), "words seen fewer times in training become <unk>")
+    separate_val: ClassVar[bool] = True  # its val and test splits hold compositions training never shows
+
+    @classmethod
+    def split(cls, data, split, image_size, data_dir):
+        return shapes_split(data, split, image_size, Path(data_dir))
+
+
+@dataclass
+class PhotoCaptions(CaptionSettings, HeldOut):
+    """Photographs with captions, resized once and cached under DATA_DIR; the dataset's val split is the test."""
+
+    val_fraction: float = setting(0.05, Number(min=0, max=1, open="both"),
+                                  "of the training images, held out to choose the best checkpoint on")
+    max_images: int | None = setting(None, Whole(min=1, null=True), "only the first N images of each split")
+
+
+@register_dataset("coco")
+@dataclass
+class COCO(PhotoCaptions):
+    """COCO captions: data.root=DIR, with DIR/annotations/captions_train2017.json, DIR/train2017/*.jpg, and the
+    same for val2017 (from cocodataset.org)."""
+
+    root: str | None = setting(None, Folder(null=True, hint="data=coco wants DIR/annotations/ and DIR/train2017/"),
+                               "the folder of annotations/ and the image folders")
+    train_split: str = setting("train2017", Text(), "annotations/captions_<train_split>.json and <train_split>/")
+    val_split: str = setting("val2017", Text(), "used for val (and test)")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        if not data.get("root"):
+            raise UserError("data=coco needs a folder: add data.root=DIR with annotations/ and train2017/")
+
+    @classmethod
+    def split(cls, data, split, image_size, data_dir):
+        return coco_split(data, split, image_size, Path(data_dir))
+
+
+@register_dataset("flickr")
+@dataclass
+class Flickr(PhotoCaptions):
+    """Flickr8k / Flickr30k: data.root=DIR, with DIR/captions.txt (CSV "image,caption", or "NAME.jpg#0<TAB>caption"
+    lines) and the images in DIR/Images/. The images are shuffled with `seed`; the first val_size are held out."""
+
+    root: str | None = setting(None, Folder(null=True, hint="data=flickr wants DIR/captions.txt and DIR/Images/"),
+                               "the folder of captions.txt and Images/")
+    captions: str = setting("captions.txt", Text(), "file name under root")
+    images: str | None = setting(None, Text(null=True),
+                                 "image folder under root; null: Images/, images/ or flickr30k_images/")
+    val_size: int = setting(1000, Whole(min=1), "images held out for val (and test)")
+    seed: int = setting(0, Whole(min=0), "the shuffle of the images")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        if not data.get("root"):
+            raise UserError("data=flickr needs a folder: add data.root=DIR with captions.txt and Images/")
+        check_file("data.captions", Path(str(data["root"])).expanduser() / str(data["captions"]), text=True)
+
+    @classmethod
+    def split(cls, data, split, image_size, data_dir):
+        return flickr_split(data, split, image_size, Path(data_dir))
 
 
 def load_split(data: DictConfig, split: str, image_size: int, data_dir: Path) -> CaptionSplit:
     """split: train | val | test (coco and flickr have no separate test split: test is val)."""
-    if data.name not in SOURCES:
-        raise UserError(f"unknown caption dataset {data.name!r}; use data=shapes, data=coco or data=flickr")
-    return SOURCES[data.name](data, split, image_size, Path(data_dir))
+    return dataset(str(data.name), "captions", "caption").split(data, split, image_size, data_dir)

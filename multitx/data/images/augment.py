@@ -11,13 +11,35 @@ Per batch, on the device, after the uint8 batch has crossed the bus:
     (soft targets). Whole-batch arithmetic: nearly free on a GPU.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
+from multitx.config.rules import NON_NEGATIVE, PROBABILITY, RATE, Choice, Flag, Whole
+from multitx.config.settings import setting
 from multitx.errors import UserError
 
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+
+
+@dataclass
+class AugmentConfig:
+    """`augment.*`: per image on the CPU (torchvision), then per batch on the device (timm Mixup/CutMix)."""
+
+    crop_padding: int = setting(4, Whole(min=0), "RandomCrop with this much zero padding; 0: none")
+    flip: bool = setting(True, Flag(), "a random half of each batch mirrored left-right")
+    policy: str = setting("autoaugment", Choice(options=POLICIES),
+                          "none | autoaugment (CIFAR-10 policy) | randaugment | trivialaugment")
+    ops: int = setting(2, Whole(min=1), "randaugment: operations per image")
+    magnitude: int = setting(9, Whole(min=0, max=30), "randaugment: strength 0..30")
+    erase: float = setting(0.25, PROBABILITY, "RandomErasing probability")
+    mixup: float = setting(1.0, NON_NEGATIVE, "Mixup alpha; 0: off")
+    cutmix: float = setting(1.0, NON_NEGATIVE, "CutMix alpha; 0: off")
+    mix_prob: float = setting(0.5, PROBABILITY, "chance that a batch is mixed")
+    switch_prob: float = setting(0.5, PROBABILITY, "chance that a mixed batch uses CutMix rather than Mixup")
+    label_smoothing: float = setting(0.1, RATE, "of the targets")
 
 
 def image_transform(aug, image_size: tuple[int, int]) -> "BatchTransform | None":

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitx.config.rules import POSITIVE, Choice, Flag, Folder, Numbers, Workers
+from multitx.config.settings import setting
 from multitx.data.images.images import Images, read_images, short
+from multitx.data.registry import HeldOut, ImageData, dataset, register_dataset
 from multitx.errors import UserError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -233,18 +236,76 @@ def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None
     return split(train_dir), split(val_dir)
 
 
-# ---------------------------------------------------------------------------------------------- dispatch
+# ---------------------------------------------------------------------------------------------- registered
+
+@dataclass
+class ImageSettings(ImageData, HeldOut):
+    """The keys every labelled image set has: normalisation, augmentation workers, the held-out share."""
+
+    mean: list | None = setting(None, Numbers(null=True), "per channel; null: measured on the training images")
+    std: list | None = setting(None, Numbers(each=POSITIVE, null=True), "per channel; null: measured")
+    workers: str | int = setting("auto", Workers(), "augmentation processes: auto (GPU: the CPU cores less one, "
+                                 "CPU: 0) or a number")
+
+
+@register_dataset("cifar10")
+@dataclass
+class CIFAR10(ImageSettings):
+    """CIFAR-10 (32x32 RGB, 50k train / 10k test). torchvision downloads it into DATA_DIR the first time
+    (md5-checked); with cifar-10-python.tar.gz or cifar-10-batches-py/ already in data.root (default
+    DATA_DIR) nothing touches the network."""
+
+    root: str | None = setting(None, Folder(null=True, must_exist=False),
+                               "folder holding cifar-10-python.tar.gz or cifar-10-batches-py/; null: DATA_DIR")
+    download: bool = setting(True, Flag(), "fetch it when missing")
+    mean: list | None = setting([0.4914, 0.4822, 0.4465], Numbers(null=True), "per channel; null: measured")
+    std: list | None = setting([0.2470, 0.2435, 0.2616], Numbers(each=POSITIVE, null=True), "per channel")
+
+    @classmethod
+    def images(cls, data, data_dir, image_size):
+        return load_cifar10(Path(data.root) if data.get("root") else Path(data_dir), data.get("download", True))
+
+
+@register_dataset("fashion_mnist")
+@dataclass
+class FashionMNIST(ImageSettings):
+    """Fashion-MNIST (28x28 grey, 60k train / 10k test), read from its four IDX .gz files: data.root if given
+    (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist), else DATA_DIR/FashionMNIST/raw,
+    that Debian folder, or a torchvision download into DATA_DIR."""
+
+    root: str | None = setting(None, Folder(null=True, hint="give the folder of Fashion-MNIST's four .gz files"),
+                               "the folder of the four .gz files; null: look in the places above")
+    download: bool = setting(True, Flag(), "fetch it when missing")
+    mean: list | None = setting([0.2860], Numbers(null=True), "per channel; null: measured")
+    std: list | None = setting([0.3530], Numbers(each=POSITIVE, null=True), "per channel")
+
+    @classmethod
+    def images(cls, data, data_dir, image_size):
+        return load_fashion_mnist(data.get("root"), Path(data_dir), data.get("download", True))
+
+
+@register_dataset("imagefolder")
+@dataclass
+class ImageFolder(ImageSettings):
+    """Your own images: data.root=DIR with DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/... (or DIR/test/...).
+    Decoded once, scaled and centre-cropped to model.image_size; a file that cannot be decoded stops the
+    run and is named."""
+
+    root: str | None = setting(None, Folder(null=True, hint="data=imagefolder wants DIR/train/CLASS/*.png and "
+                                                            "DIR/val/..."), "the folder of train/ and val/")
+    channels: int = setting(3, Choice(options=(1, 3)), "3: RGB, 1: grey")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        if not data.get("root"):
+            raise UserError("data=imagefolder needs a folder: add data.root=DIR with DIR/train/CLASS/*.png")
+
+    @classmethod
+    def images(cls, data, data_dir, image_size):
+        return load_imagefolder(data.get("root"), data.get("channels", 3), image_size)
+
 
 def load_images(data, data_dir: Path, image_size: tuple[int, int]) -> tuple[ImageSet, ImageSet]:
-    """(train, test) for a data config (name, root, download, channels), at image_size (H, W)."""
-    name, root = data.name, data.get("root")
-    if name == "cifar10":
-        train, test = load_cifar10(Path(root) if root else Path(data_dir), data.get("download", True))
-    elif name == "fashion_mnist":
-        train, test = load_fashion_mnist(root, Path(data_dir), data.get("download", True))
-    elif name == "imagefolder":
-        train, test = load_imagefolder(root, data.get("channels", 3), image_size)
-    else:
-        raise UserError(f"unknown image dataset {name!r}; use data=cifar10, data=fashion_mnist or data=imagefolder")
+    """(train, test) for a data config (data.name: a registered image dataset), at image_size (H, W)."""
+    train, test = dataset(str(data.name), "images", "vit").images(data, data_dir, image_size)
     return train.resized(image_size), test.resized(image_size)
-

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitx.config.rules import File
+from multitx.config.settings import setting
+from multitx.data.registry import TextData, dataset, register_dataset
 from multitx.data.sampler import BatchSampler
 from multitx.data.text.vocab import CharVocab
 from multitx.errors import UserError
@@ -82,16 +85,42 @@ def shakespeare_path(data_dir: Path) -> Path:
     return path
 
 
-def corpus_text(name: str, data_dir: Path, path: str | None = None) -> str:
-    if name == "pysource":
+@register_dataset("pysource")
+@dataclass
+class PySource(TextData):
+    """The Python standard library's own source: present on every machine."""
+
+    @classmethod
+    def text(cls, data, data_dir) -> str:
         return pysource_text()
-    if name == "shakespeare":
-        return read_utf8(shakespeare_path(data_dir))
-    if name == "textfile":
-        if not path:
+
+
+@register_dataset("shakespeare")
+@dataclass
+class Shakespeare(TextData):
+    """tinyshakespeare, downloaded once into DATA_DIR/shakespeare/ (sha256-checked)."""
+
+    @classmethod
+    def text(cls, data, data_dir) -> str:
+        return read_utf8(shakespeare_path(Path(data_dir)))
+
+
+@register_dataset("textfile")
+@dataclass
+class TextFile(TextData):
+    """Any UTF-8 text file: data=textfile data.path=FILE."""
+
+    path: str | None = setting(None, File(text=True, null=True), "the UTF-8 text file")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        if not data.get("path"):
             raise UserError("data=textfile needs a file: add data.path=FILE")
-        return read_utf8(Path(path).expanduser())
-    raise UserError(f"unknown text corpus {name!r}; use data=pysource, data=shakespeare or data=textfile")
+
+    @classmethod
+    def text(cls, data, data_dir) -> str:
+        cls.check(data)
+        return read_utf8(Path(data["path"]).expanduser())
 
 
 @dataclass
@@ -101,9 +130,12 @@ class TokenizedCorpus:
     vocab: CharVocab
 
 
-def load_corpus(name: str, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
-    """Tokenise the corpus into DATA_DIR/<name>/ once; memory-map it afterwards."""
-    text = corpus_text(name, data_dir, path)
+def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
+    """Tokenise a corpus into DATA_DIR/<name>/ once; memory-map it afterwards. data: the run's data
+    settings (data.name names a registered text dataset), or just the name, with `path` for textfile."""
+    data = {"name": data, "path": path} if isinstance(data, str) else data
+    name = str(data["name"])
+    text = dataset(name, "text", "charlm").text(data, data_dir)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
     stamp = cache / "source.sha256"

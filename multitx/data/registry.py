@@ -1,0 +1,106 @@
+"""Datasets by name: `data=NAME` picks one; the fields of its settings class are the `data.*` keys.
+
+Three kinds, one base class each; a dataset is a dataclass of its settings with a classmethod
+that reads it:
+
+    TextData      text(data, data_dir) -> str                       (task=charlm, mlm)
+    ImageData     images(data, data_dir, image_size) -> (train, test) ImageSets   (the ViTs)
+    CaptionData   split(data, name, image_size, data_dir) -> CaptionSplit       (task=caption)
+
+A dataset of your own is one class in your own package:
+
+    @register_dataset("stripes")
+    @dataclass
+    class Stripes(ImageData):
+        count: int = setting(100, Whole(min=1), "images per class")
+
+        @classmethod
+        def images(cls, data, data_dir, image_size): ...
+
+    python -m multitx.train task=vit_cifar_quick data.module=my_pkg data=stripes data.count=50
+
+(`data.module` is imported before the command line is composed, so that `data=stripes` is known.)
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from multitx.config.compose import store_node
+from multitx.config.rules import Names, Number, Text, Whole
+from multitx.config.settings import defaults_of, setting
+from multitx.errors import UserError
+from multitx.registry import Registry
+
+
+@dataclass
+class DataSettings:
+    """The keys every dataset has; a dataset's class adds its own."""
+
+    kind: ClassVar[str] = ""  # text | images | captions: which tasks can read it
+    name: str = setting("", Text(), "the dataset (data=NAME picks it)")
+    module: str | list | None = setting(None, Names(null=True),
+                                        "imported first, so that the datasets it registers are known")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        """Settings that must go together, or a path that must be there, before anything is read."""
+
+
+@dataclass
+class TextData(DataSettings):
+    kind: ClassVar[str] = "text"
+
+    @classmethod
+    def text(cls, data, data_dir) -> str:
+        """The whole corpus, to be split 90/10 into train and val."""
+        raise NotImplementedError
+
+
+@dataclass
+class HeldOut:
+    """A share of the training items held out to choose the best checkpoint on (the dataset's own test
+    split is scored once, at the end)."""
+
+    val_fraction: float = setting(0.1, Number(min=0, max=1, open="both"),
+                                  "of the training items, held out to choose the best checkpoint on")
+    split_seed: int = setting(0, Whole(min=0), "which ones: the same seed holds out the same items")
+
+
+@dataclass
+class ImageData(DataSettings):
+    kind: ClassVar[str] = "images"
+
+    @classmethod
+    def images(cls, data, data_dir, image_size: tuple[int, int]):
+        """(train, test) ImageSets, fitted to image_size (H, W) or not yet (the caller resizes)."""
+        raise NotImplementedError
+
+
+@dataclass
+class CaptionData(DataSettings):
+    kind: ClassVar[str] = "captions"
+    separate_val: ClassVar[bool] = False  # a val split of its own (else val_fraction of train is held out)
+
+    @classmethod
+    def split(cls, data, split: str, image_size: int, data_dir):
+        """The CaptionSplit of `split`: train | val | test."""
+        raise NotImplementedError
+
+
+def store_dataset(name: str, cls: type) -> None:
+    """The config store learns a dataset's keys and defaults, so that data=NAME composes them."""
+    store_node("data", name, {**defaults_of(cls), "name": name})
+
+
+DATASETS = Registry("dataset", "data", DataSettings, "multitx.data.DataSettings", on_register=store_dataset)
+register_dataset = DATASETS.register
+
+
+def dataset(name: str, kind: str, task: str) -> type:
+    """The dataset class `data=name` picks, which must be of `kind` for `task`."""
+    cls = DATASETS.get(name)
+    if cls.kind != kind:
+        of_kind = [n for n in DATASETS if DATASETS.entries[n].kind == kind]
+        raise UserError(f"data={name} is {cls.kind or 'of no kind'}, and task {task} reads {kind}; "
+                        f"use data={', data='.join(of_kind)}")
+    return cls
