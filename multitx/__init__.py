@@ -3,10 +3,13 @@
     tokens (B, T, D) from TextEmbedder or a PatchTokenizer -> Trunk -> a head
 """
 
+from multitx.config.settings import section, setting
 from multitx.data.captions.vocab import WordVocab
+from multitx.data.images.datasets import ImageSet
+from multitx.data.registry import CaptionData, DataSettings, ImageData, TextData, register_dataset
 from multitx.data.text.vocab import CharVocab
 from multitx.engine.muon import Muon
-from multitx.engine.task import Task
+from multitx.engine.task import Task, register_task
 from multitx.errors import UserError
 from multitx.loading import Loaded, load
 from multitx.models.captioner import Captioner, CaptionerConfig
@@ -21,8 +24,9 @@ from multitx.nn.text_embedder import TextEmbedder
 __version__ = "0.2.0"
 
 __all__ = [
-    "Attention", "Block", "Captioner", "CaptionerConfig", "CharVocab", "ClassifierHead", "ConvPatches",
-    "ConvStemPatches", "KVCache", "LMHead", "LanguageModel", "LanguageModelConfig", "LinearPatches", "Loaded", "Muon",
-    "PatchTokenizer", "Task", "TextEmbedder", "Trace", "Trunk", "TrunkConfig", "UserError", "ViT", "ViTConfig",
-    "WordVocab", "build_vit", "load", "register_tokenizer", "trace", "vit_from_timm",
+    "Attention", "Block", "CaptionData", "Captioner", "CaptionerConfig", "CharVocab", "ClassifierHead", "ConvPatches",
+    "ConvStemPatches", "DataSettings", "ImageData", "ImageSet", "KVCache", "LMHead", "LanguageModel",
+    "LanguageModelConfig", "LinearPatches", "Loaded", "Muon", "PatchTokenizer", "Task", "TextData", "TextEmbedder",
+    "Trace", "Trunk", "TrunkConfig", "UserError", "ViT", "ViTConfig", "WordVocab", "build_vit", "load",
+    "register_dataset", "register_task", "register_tokenizer", "section", "setting", "trace", "vit_from_timm",
 ]

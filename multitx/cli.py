@@ -13,7 +13,7 @@ from multitx.config import compose
 from multitx.config.settings import help_rows
 from multitx.config.training import TrainingConfig
 from multitx.data.registry import DATASETS
-from multitx.engine.task import TASKS
+from multitx.engine.task import task_class_of
 from multitx.errors import UserError
 from multitx.registry import import_modules
 
@@ -32,18 +32,23 @@ def load_config(overrides: list[str]) -> DictConfig:
 def settings_help(overrides: list[str]) -> str:
     """Every key of the composed config, with its default (the recipe's, where it changes it) and help."""
     cfg = load_config(overrides)
-    task = TASKS.of(cfg)
+    task = task_class_of(cfg)
     rows = [("task", cfg.task.name, "the recipe (config/task/NAME.yaml): " + ", ".join(task_recipes())),
             ("data", cfg.data.name, "the dataset: " + ", ".join(DATASETS.names()))]
     rows += help_rows(TrainingConfig, "", cfg)
     rows += help_rows(task.settings, "", cfg) if task.settings else []
     rows += help_rows(DATASETS.get(str(cfg.data.name)), "data", cfg.data)
     width = max(len(key) for key, _, _ in rows)
-    shown = lambda value: OmegaConf.to_yaml(value).strip() if isinstance(value, (list, dict)) or \
-        OmegaConf.is_config(value) else "null" if value is None else str(value).lower() \
-        if isinstance(value, bool) else str(value)  # noqa: E731
     lines = [f"  {key:<{width}}  {shown(value):<16} {text}" for key, value, text in rows]
     return f"keys of task={cfg.task.name} data={cfg.data.name} (key=value on the command line):\n" + "\n".join(lines)
+
+
+def shown(value) -> str:
+    """A default as the command line writes it: null, true, [0.9, 0.99]."""
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return str(value)
 
 
 def task_recipes() -> list[str]:

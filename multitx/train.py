@@ -5,19 +5,20 @@ Examples:
   python -m multitx.train task=charlm data=shakespeare steps=5000
   python -m multitx.train task=charlm run_dir=runs/a resume=auto
   python -m multitx.train --cfg task=charlm                 # print the composed config, train nothing
+  python -m multitx.train --help task=vit_cifar             # every key: its default and what it does
 """
 
 import sys
 
 from omegaconf import OmegaConf
 
-from multitx.cli import load_config, run_cli
+from multitx.cli import load_config, run_cli, settings_help
 from multitx.engine.trainer import Interrupted, train
 
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(__doc__.strip() + "\n\n" + settings_help(argv[1:]))
         return
     show_only = bool(argv) and argv[0] == "--cfg"
     cfg = load_config(argv[1:] if show_only else argv)

@@ -92,3 +92,55 @@ def test_an_old_charlm_run_resumes_and_its_new_checkpoints_are_complete_alone(ol
     assert newest.name == "step_0000004" and (newest / "vocab.json").is_file()
     assert checkpoint.load_state(newest)["step"] == 4
     assert multitx.load(newest).vocab.chars == multitx.load(OLD / "charlm").vocab.chars
+
+
+# ------------------------------------------------------------------------ release 0.2.0 (before issue 23)
+# tests/fixtures/release-0.2.0/ holds one tiny run of every task as 0.2.0 wrote it (made_with.py, run with that
+# release's code), and expected.json what that code computed from them: they load, sample, caption and resume.
+
+V02 = REPO / "tests" / "fixtures" / "release-0.2.0"
+EXPECTED_02 = json.loads((V02 / "expected.json").read_text(encoding="utf-8"))
+
+
+def test_a_0_2_charlm_and_mlm_run_load_to_the_same_logits_and_sample_the_same_text():
+    run = multitx.load(V02 / "charlm")
+    with torch.no_grad():
+        logits = run.model(torch.tensor([run.vocab.encode("To be")]))[0][0, -1]
+    torch.testing.assert_close(logits, torch.tensor(EXPECTED_02["charlm_last_logits_after_To_be"]), rtol=0, atol=1e-6)
+    mlm = multitx.load(V02 / "mlm")
+    with torch.no_grad():
+        logits = mlm.model(torch.tensor([mlm.vocab.encode("To be")]))[0][0, -1]
+    torch.testing.assert_close(logits, torch.tensor(EXPECTED_02["mlm_logits_To_be"]), rtol=0, atol=1e-6)
+    printed = run_module("multitx.sample", f"run_dir={V02 / 'charlm'}", "prompt=To be", "max_new_tokens=30", "seed=1",
+                         "device=cpu")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == EXPECTED_02["charlm_sample_To_be_30_seed1"]
+
+
+def test_a_0_2_vit_and_caption_run_load_to_the_same_logits_and_caption():
+    run = multitx.load(V02 / "vit")
+    assert run.classes == EXPECTED_02["vit_classes"]
+    pixels = np.asarray(Image.open(V02 / "red.png").convert("RGB"))
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor(run.info["mean"]).view(1, -1, 1, 1)) / torch.tensor(run.info["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = run.model(x)[0]
+    torch.testing.assert_close(logits, torch.tensor(EXPECTED_02["vit_logits_red_png"]), rtol=0, atol=1e-6)
+    printed = run_module("multitx.caption", f"run_dir={V02 / 'caption'}", f"image={V02 / 'red.png'}", "beam=1",
+                         "device=cpu")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == EXPECTED_02["caption_red_png_greedy"]
+
+
+def test_a_0_2_charlm_run_resumes(tmp_path):
+    copy = tmp_path / "charlm"
+    shutil.copytree(V02 / "charlm", copy)
+    corpus = write_line_corpus(tmp_path / "corpus.txt")  # the text it was trained on
+    resumed = run_module("multitx.train", "task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={copy}",
+                         f"data_dir={tmp_path / 'datasets'}", "resume=auto", "steps=4", "eval_every=2",
+                         "eval_batches=1", "batch_size=2", "warmup_steps=1", "model.trunk.layers=1",
+                         "model.trunk.heads=2", "model.trunk.dim=16", "model.context=16", "show_tokens=0",
+                         "progress=false", "plots=false", "device=cpu")
+    assert resumed.returncode == 0, resumed.stderr
+    newest = checkpoint.latest(copy)
+    assert newest.name == "step_0000004" and checkpoint.load_state(newest)["step"] == 4

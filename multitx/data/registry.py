@@ -7,7 +7,7 @@ that reads it:
     ImageData     images(data, data_dir, image_size) -> (train, test) ImageSets   (the ViTs)
     CaptionData   split(data, name, image_size, data_dir) -> CaptionSplit       (task=caption)
 
-A dataset of your own is one class in your own package:
+A dataset of your own is one class in your own package (tests/helpers_user_data.py is one):
 
     @register_dataset("stripes")
     @dataclass
@@ -15,7 +15,7 @@ A dataset of your own is one class in your own package:
         count: int = setting(100, Whole(min=1), "images per class")
 
         @classmethod
-        def images(cls, data, data_dir, image_size): ...
+        def images(cls, data, data_dir, image_size): ...    # -> (train, test) ImageSets
 
     python -m multitx.train task=vit_cifar_quick data.module=my_pkg data=stripes data.count=50
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from multitx.config.compose import store_node
-from multitx.config.rules import Names, Number, Text, Whole
+from multitx.config.rules import POSITIVE, Names, Number, Numbers, Text, Whole, Workers
 from multitx.config.settings import defaults_of, setting
 from multitx.errors import UserError
 from multitx.registry import Registry
@@ -67,8 +67,14 @@ class HeldOut:
 
 
 @dataclass
-class ImageData(DataSettings):
+class ImageData(DataSettings, HeldOut):
+    """Labelled images (the ViTs): the held-out share, normalisation and augmentation workers."""
+
     kind: ClassVar[str] = "images"
+    mean: list | None = setting(None, Numbers(null=True), "per channel; null: measured on the training images")
+    std: list | None = setting(None, Numbers(each=POSITIVE, null=True), "per channel; null: measured")
+    workers: str | int = setting("auto", Workers(), "augmentation processes: auto (GPU: the CPU cores less one, "
+                                 "CPU: 0) or a number")
 
     @classmethod
     def images(cls, data, data_dir, image_size: tuple[int, int]):
@@ -92,7 +98,7 @@ def store_dataset(name: str, cls: type) -> None:
     store_node("data", name, {**defaults_of(cls), "name": name})
 
 
-DATASETS = Registry("dataset", "data", DataSettings, "multitx.data.DataSettings", on_register=store_dataset)
+DATASETS = Registry("dataset", "data", DataSettings, "multitx.DataSettings", on_register=store_dataset)
 register_dataset = DATASETS.register
 
 

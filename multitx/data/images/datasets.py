@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multitx.config.rules import POSITIVE, Choice, Flag, Folder, Numbers, Workers
+from multitx.config.rules import POSITIVE, Choice, Flag, Folder, Numbers
 from multitx.config.settings import setting
 from multitx.data.images.images import Images, read_images, short
-from multitx.data.registry import HeldOut, ImageData, dataset, register_dataset
+from multitx.data.registry import ImageData, dataset, register_dataset
 from multitx.errors import UserError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -238,19 +238,9 @@ def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None
 
 # ---------------------------------------------------------------------------------------------- registered
 
-@dataclass
-class ImageSettings(ImageData, HeldOut):
-    """The keys every labelled image set has: normalisation, augmentation workers, the held-out share."""
-
-    mean: list | None = setting(None, Numbers(null=True), "per channel; null: measured on the training images")
-    std: list | None = setting(None, Numbers(each=POSITIVE, null=True), "per channel; null: measured")
-    workers: str | int = setting("auto", Workers(), "augmentation processes: auto (GPU: the CPU cores less one, "
-                                 "CPU: 0) or a number")
-
-
 @register_dataset("cifar10")
 @dataclass
-class CIFAR10(ImageSettings):
+class CIFAR10(ImageData):
     """CIFAR-10 (32x32 RGB, 50k train / 10k test). torchvision downloads it into DATA_DIR the first time
     (md5-checked); with cifar-10-python.tar.gz or cifar-10-batches-py/ already in data.root (default
     DATA_DIR) nothing touches the network."""
@@ -268,7 +258,7 @@ class CIFAR10(ImageSettings):
 
 @register_dataset("fashion_mnist")
 @dataclass
-class FashionMNIST(ImageSettings):
+class FashionMNIST(ImageData):
     """Fashion-MNIST (28x28 grey, 60k train / 10k test), read from its four IDX .gz files: data.root if given
     (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist), else DATA_DIR/FashionMNIST/raw,
     that Debian folder, or a torchvision download into DATA_DIR."""
@@ -286,7 +276,7 @@ class FashionMNIST(ImageSettings):
 
 @register_dataset("imagefolder")
 @dataclass
-class ImageFolder(ImageSettings):
+class ImageFolder(ImageData):
     """Your own images: data.root=DIR with DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/... (or DIR/test/...).
     Decoded once, scaled and centre-cropped to model.image_size; a file that cannot be decoded stops the
     run and is named."""

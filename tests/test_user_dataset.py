@@ -1,0 +1,48 @@
+"""A dataset of the user's own: one registered class in the user's package, chosen from the command line
+with data.module=PACKAGE data=NAME, its keys listed by --help and checked by their rules, and a run folder
+that names the module loads only when the user trusts it."""
+
+import json
+
+import multitx
+from tests.conftest import REPO, run_module
+
+ENV = {"PYTHONPATH": str(REPO)}
+
+
+def stripes_args(run_dir, *extra: str) -> list[str]:
+    return ["task=vit_cifar", "data.module=tests.helpers_user_data", "data=test_stripes", f"run_dir={run_dir}",
+            "model.image_size=8", "model.patch_size=4", "model.trunk.dim=16", "model.trunk.layers=1",
+            "model.trunk.heads=2", "augment.policy=none", "augment.mixup=0", "augment.cutmix=0", "epochs=null",
+            "steps=2", "warmup_epochs=null", "warmup_steps=1", "eval_every_epochs=null", "eval_every=2",
+            "batch_size=4", "data.workers=0", "progress=false", "plots=false", "device=cpu", *extra]
+
+
+def test_a_registered_user_dataset_trains_from_the_command_line(tmp_path):
+    result = run_module("multitx.train", *stripes_args(tmp_path / "run", "data.count=5"), cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = tmp_path / "run"
+    assert json.loads((run / "classes.json").read_text())["classes"] == ["horizontal", "vertical"]
+    assert "name: test_stripes" in (run / "config.yaml").read_text()
+    assert "count: 5" in (run / "config.yaml").read_text()
+
+
+def test_its_keys_are_listed_by_help_and_checked_by_their_rules(tmp_path):
+    shown = run_module("multitx.train", "--help", "data.module=tests.helpers_user_data", "data=test_stripes",
+                       "task=vit_cifar", cwd=REPO, env=ENV)
+    assert shown.returncode == 0, shown.stderr
+    assert "data.count" in shown.stdout and "images per class in each split" in shown.stdout
+    refused = run_module("multitx.train", *stripes_args(tmp_path / "run", "data.count=0"), cwd=REPO, env=ENV)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == ["error: data.count must be at least 1, got 0"]
+
+
+def test_without_its_module_the_name_is_unknown_and_the_run_folder_needs_trust(tmp_path):
+    unknown = run_module("multitx.train", *[a for a in stripes_args(tmp_path / "other") if "data.module" not in a],
+                         cwd=REPO, env=ENV)
+    assert unknown.returncode == 2 and "unknown data 'test_stripes'" in unknown.stderr
+    trained = run_module("multitx.train", *stripes_args(tmp_path / "run"), cwd=REPO, env=ENV)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    refused = run_module("multitx.sample", f"run_dir={tmp_path / 'run'}", cwd=REPO, env=ENV)
+    assert refused.returncode == 2 and "data.module=tests.helpers_user_data" in refused.stderr
+    assert multitx.load(tmp_path / "run", trust_code=True).classes == ["horizontal", "vertical"]
