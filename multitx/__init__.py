@@ -17,8 +17,8 @@ from multitx.models.from_timm import vit_from_timm
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
 from multitx.models.vit import ViT, ViTConfig, build_vit
 from multitx.nn import Attention, Block, KVCache, Trace, Trunk, TrunkConfig, trace
-from multitx.nn.heads import ClassifierHead, LMHead
 from multitx.nn.patches import ConvPatches, ConvStemPatches, LinearPatches, PatchTokenizer, register_tokenizer
+from multitx.nn.readouts import ClassifierHead, LMHead
 from multitx.nn.text_embedder import TextEmbedder
 
 __version__ = "0.2.0"

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from multitx.data.captions.metrics import caption_scores
+from multitx.data.captions.bleu_cider import caption_scores
 
 # Maluuba/nlg-eval's README example, whose test suite (nlgeval/tests/test_nlgeval.py, scored with
 # the COCO caption code) expects Bleu_4 = 0.201143 and CIDEr = 1.242192.

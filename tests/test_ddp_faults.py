@@ -14,8 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from multitx.engine import checkpoint
-from multitx.engine.runtime import Runtime
 from multitx.engine.run_setup import check_same_global_batch
+from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
 from tests.conftest import REPO, tiny_charlm_args, write_line_corpus
 from tests.test_engine import train_in_process, weights

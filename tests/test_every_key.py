@@ -2,9 +2,10 @@
 on stderr with exit 2 and no traceback; a value outside its key's rule is always refused,
 and refusing it leaves the last checkpoint of a run folder byte-identical.
 
-Values are drawn from each key's rule (the `rule` of its dataclass field, gathered by multitx/config/schema.py): valid ones kept small
-so that a run takes a fraction of a second, invalid ones of every kind (wrong type, out of
-range, a folder where a file belongs...). Runs are in-process: validation, then one step.
+Values are drawn from each key's rule (the `rule` of its dataclass field, gathered by
+multitx/config/schema.py): valid ones kept small so that a run takes a fraction of a second,
+invalid ones of every kind (wrong type, out of range, a folder where a file belongs...). Runs
+are in-process: validation, then one step.
 """
 
 import io

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from multitx import fill as fill_command
 from multitx import train as train_command
 from multitx.cli import load_config, run_cli
 from multitx.config import schema
@@ -23,10 +24,9 @@ from multitx.engine import checkpoint
 from multitx.engine.metrics import read_jsonl
 from multitx.engine.trainer import train
 from multitx.evaluate import evaluate
-from multitx.loading import load
-from multitx import fill as fill_command
-from multitx.tasks.charlm import CharLMTask
 from multitx.fill import fill
+from multitx.loading import load
+from multitx.tasks.charlm import CharLMTask
 from multitx.tasks.mlm import IGNORE, MaskedLMTask, MaskedWindows
 from tests.conftest import REPO, run_module, tiny_charlm_args, write_line_corpus
 

@@ -12,7 +12,6 @@ from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.models.vit import ViT, build_vit
-from multitx.nn.heads import ClassifierHead
 from multitx.nn.patches import (
     PATCH_TOKENIZERS,
     ConvPatches,
@@ -22,6 +21,7 @@ from multitx.nn.patches import (
     build_tokenizer,
     sincos_2d,
 )
+from multitx.nn.readouts import ClassifierHead
 from multitx.nn.trace import trace
 from multitx.nn.trunk import ReLUSquared
 from multitx.tasks.vit import ViTTask

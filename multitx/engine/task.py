@@ -151,3 +151,15 @@ def task_class_of(cfg: DictConfig) -> type[Task]:
     """The Task class cfg.task._target_ names (typed by the user: training imports it)."""
     Text().check("task._target_", cfg.task.get("_target_"))
     return TASKS.resolve(target=cfg.task._target_)
+
+
+def task_kind(cfg: DictConfig) -> str | None:
+    """The registered name of the task a config is for ("charlm", "vit", ...), read without importing
+    anything: the built-in class cfg.task._target_ names, or else the registered name task.name starts
+    with (a user's task keeps its family's name, vit_mine: "vit"); None for neither."""
+    target = str(cfg.task.get("_target_", ""))
+    for name, cls in TASKS.entries.items():
+        if target == f"{cls.__module__}.{cls.__qualname__}":
+            return name
+    task_name = str(cfg.task.get("name", ""))
+    return next((name for name in TASKS if task_name == name or task_name.startswith(f"{name}_")), None)

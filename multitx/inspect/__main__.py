@@ -25,7 +25,7 @@ from multitx.errors import UserError
 from multitx.inspect import maps
 from multitx.inspect.page import Gallery, page
 from multitx.inspect.runs import Inspection, inspect_run
-from multitx.inspect.shapes import shape_trace
+from multitx.inspect.shape_trace import shape_trace
 
 DEFAULTS = {"run_dir": None, "prompt": "", "max_new_tokens": 48, "image": None, "checkpoint": "best", "out": None,
             "device": "auto", "trust_code": False, "debug": False}

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from multitx.config.schema import task_kind
 from multitx.data.captions.datasets import load_split
 from multitx.data.images.datasets import load_images
 from multitx.data.images.images import decode_image
 from multitx.data.text.corpus import load_corpus
 from multitx.engine import checkpoint
+from multitx.engine.task import task_kind
 from multitx.errors import UserError
 from multitx.loading import load
 from multitx.models.decoding import caption_images

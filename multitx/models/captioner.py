@@ -19,10 +19,10 @@ from torch import nn
 
 from multitx.config.rules import POSITIVE, RATE, Numbers, Text, Whole
 from multitx.config.settings import from_data, section, setting
-from multitx.nn.heads import LMHead
 from multitx.nn.kv_cache import KVCache
 from multitx.nn.patches import PatchTokenizer, TokenizerSettings, build_tokenizer, check_patches
 from multitx.nn.positions import WORD_POSITIONS, check_rotary
+from multitx.nn.readouts import LMHead
 from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk, TrunkConfig
 

@@ -17,8 +17,8 @@ from torch import nn
 from multitx.config.rules import NON_NEGATIVE, Flag, Whole
 from multitx.config.settings import from_data, section, setting
 from multitx.models.decoding import sample_next
-from multitx.nn.heads import LMHead
 from multitx.nn.positions import WORD_POSITIONS, check_rotary
+from multitx.nn.readouts import LMHead
 from multitx.nn.text_embedder import TextEmbedder
 from multitx.nn.trunk import Trunk, TrunkConfig
 

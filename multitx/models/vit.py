@@ -15,8 +15,8 @@ from torch import nn
 from multitx.config.rules import Choice, Size, Text
 from multitx.config.settings import from_data, section, setting
 from multitx.errors import UserError
-from multitx.nn.heads import ClassifierHead
 from multitx.nn.patches import PatchTokenizer, TokenizerSettings, build_tokenizer, check_patches
+from multitx.nn.readouts import ClassifierHead
 from multitx.nn.trunk import Trunk, TrunkConfig
 
 

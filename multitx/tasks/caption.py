@@ -19,8 +19,8 @@ from multitx.config.rules import NON_NEGATIVE, Whole
 from multitx.config.schema import data_class
 from multitx.config.settings import from_settings, plain, section, setting, settings_of
 from multitx.data.captions.batches import CaptionBatches
+from multitx.data.captions.bleu_cider import caption_scores
 from multitx.data.captions.datasets import CaptionSplit, load_split
-from multitx.data.captions.metrics import caption_scores
 from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
