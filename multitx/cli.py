@@ -3,6 +3,7 @@ config from key=value arguments (with every registered task and dataset known), 
 the settings' own help texts, and the user's mistakes as one clear line instead of a traceback."""
 
 import sys
+from importlib.resources import files
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -52,8 +53,6 @@ def shown(value) -> str:
 
 
 def task_recipes() -> list[str]:
-    from importlib.resources import files
-
     return sorted(p.name.removesuffix(".yaml") for p in (files("multitx.config") / "task").iterdir()
                   if p.name.endswith(".yaml"))
 

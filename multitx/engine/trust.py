@@ -3,8 +3,8 @@
 Loading reads data, never code: weights through safetensors, training state
 through torch.load(weights_only=True), config.yaml as plain YAML. What could
 still run code is a setting that names it: a module to import
-(`model.tokenizer.module`) or a class to build (`model.tokenizer._target_`, or a
-`task._target_` other than multitx's own tasks). `sample`, `caption` and every
+(`model.tokenizer.module`, `data.module`) or a class to build (`model.tokenizer._target_`,
+or a `task._target_` other than multitx's own tasks). `sample`, `caption` and every
 other command that loads a run refuse such a run folder unless the user adds
 `trust_code=true` to that command (as Hugging Face's trust_remote_code). Training
 from the command line is different: there the user typed the names.
