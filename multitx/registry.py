@@ -7,9 +7,9 @@
 
 A setting picks an entry by its registered name; `module` (a module or a list of them)
 is imported first, so that what a user's package registers is known; `_target_`
-names a class by import path instead (package.module.Class). Tasks, datasets, patch
-tokenizers, text tokenizers and metric loggers each have one registry, in the layer of
-what they hold. Importing what a setting names is for the command the user typed:
+names a class by import path instead (package.module.Class). Tasks (engine/task.py),
+datasets (data/registry.py) and patch tokenizers (nn/patches.py) each have one, in the
+layer of what they hold. Importing what a setting names is for the command the user typed:
 loading a run folder refuses it unless the user trusts it (multitx/engine/trust.py).
 """
 

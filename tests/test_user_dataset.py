@@ -46,3 +46,13 @@ def test_without_its_module_the_name_is_unknown_and_the_run_folder_needs_trust(t
     refused = run_module("multitx.sample", f"run_dir={tmp_path / 'run'}", cwd=REPO, env=ENV)
     assert refused.returncode == 2 and "data.module=tests.helpers_user_data" in refused.stderr
     assert multitx.load(tmp_path / "run", trust_code=True).classes == ["horizontal", "vertical"]
+
+
+def test_a_dataset_of_another_kind_is_refused_before_anything_is_read(tmp_path):
+    refused = run_module("multitx.train", "task=vit_cifar_quick", "data=shakespeare", f"run_dir={tmp_path / 'r'}",
+                         cwd=REPO, env=ENV)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: data=shakespeare holds text, and this task reads images: use data=cifar10, data=fashion_mnist, "
+        "data=imagefolder"]
+    assert not (tmp_path / "r").exists()

@@ -17,7 +17,7 @@ import multitx.data.builtins  # noqa: F401 - the datasets data.name may name
 from multitx.config.rules import NON_NEGATIVE, POSITIVE, File, Flag, Folder, Rule, Text, Which, Whole
 from multitx.config.settings import rules_of
 from multitx.config.training import TrainingConfig
-from multitx.data.registry import DATASETS, DataSettings
+from multitx.data.registry import DATASETS, DataSettings, dataset
 
 SHARED = {**rules_of(TrainingConfig), "task.name": Text(), "task._target_": Text()}
 
@@ -58,5 +58,7 @@ def validate(cfg: DictConfig, task_class) -> None:
         if key in values:
             rule.check(key, values[key])
     TrainingConfig.check(values)
+    if task_class.reads:  # the dataset is of the kind the task reads
+        dataset(str(cfg.data.name), task_class.reads)
     data_class(cfg).check(plain["data"])
     task_class.check(plain)

@@ -37,11 +37,9 @@ def setting(default, rule: Rule, help: str, *, before=NOT_ADDED, **field_options
     """A field that is a setting: its default, the rule its value must pass, one line of help.
     before: the value runs written before the setting existed had (config/migrate.py fills it in)."""
     metadata = {"rule": rule, "help": help, **({} if before is NOT_ADDED else {"before": before})}
-    if isinstance(default, (list, dict, tuple)) and not isinstance(default, str):
-        kind = type(default)
-        return dataclasses.field(default_factory=lambda: kind(copy.deepcopy(list(default) if kind is tuple
-                                                                            else default)),
-                                 metadata=metadata, **field_options)
+    if isinstance(default, (list, dict)):  # mutable: each instance gets its own copy
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata,
+                                 **field_options)
     return dataclasses.field(default=default, metadata=metadata, **field_options)
 
 

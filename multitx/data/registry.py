@@ -102,11 +102,11 @@ DATASETS = Registry("dataset", "data", DataSettings, "multitx.DataSettings", on_
 register_dataset = DATASETS.register
 
 
-def dataset(name: str, kind: str, task: str) -> type:
-    """The dataset class `data=name` picks, which must be of `kind` for `task`."""
+def dataset(name: str, kind: str) -> type:
+    """The dataset class `data=name` picks, which must be of `kind` (text, images, captions)."""
     cls = DATASETS.get(name)
     if cls.kind != kind:
         of_kind = [n for n in DATASETS if DATASETS.entries[n].kind == kind]
-        raise UserError(f"data={name} is {cls.kind or 'of no kind'}, and task {task} reads {kind}; "
-                        f"use data={', data='.join(of_kind)}")
+        raise UserError(f"data={name} holds {cls.kind or 'nothing of a known kind'}, and this task reads "
+                        f"{kind}: use data={', data='.join(of_kind)}")
     return cls

@@ -51,6 +51,7 @@ class Task:
     name = "task"
     unit = "items"  # what throughput counts: tokens, images...
     watch = ("val_loss", "min")  # the metric that picks the best checkpoint, and its direction
+    reads: str | None = None  # the kind of dataset it trains on (text, images, captions; data/registry.py)
     no_epochs_because = "its train_items() is None"  # said when epochs= is given to a task without epochs
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):

@@ -47,6 +47,7 @@ class CaptionSettings:
 class CaptionTask(Task):
     name = "caption"
     unit = "captions"
+    reads = "captions"
     settings = CaptionSettings
     artifact_files = ("vocab.json",)
     watch = ("bleu4", "max")

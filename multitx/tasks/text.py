@@ -13,6 +13,7 @@ from multitx.engine.task import Task
 
 class TextTask(Task):
     unit = "tokens"
+    reads = "text"
     artifact_files = ("vocab.json",)
     no_epochs_because = "random windows of a text"
 

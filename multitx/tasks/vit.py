@@ -43,6 +43,7 @@ class ViTSettings:
 class ViTTask(Task):
     name = "vit"
     unit = "images"
+    reads = "images"
     settings = ViTSettings
     artifact_files = ("classes.json",)
     watch = ("val_acc", "max")

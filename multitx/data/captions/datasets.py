@@ -264,4 +264,4 @@ class Flickr(PhotoCaptions):
 
 def load_split(data: DictConfig, split: str, image_size: int, data_dir: Path) -> CaptionSplit:
     """split: train | val | test (coco and flickr have no separate test split: test is val)."""
-    return dataset(str(data.name), "captions", "caption").split(data, split, image_size, data_dir)
+    return dataset(str(data.name), "captions").split(data, split, image_size, data_dir)

@@ -297,5 +297,5 @@ class ImageFolder(ImageData):
 
 def load_images(data, data_dir: Path, image_size: tuple[int, int]) -> tuple[ImageSet, ImageSet]:
     """(train, test) for a data config (data.name: a registered image dataset), at image_size (H, W)."""
-    train, test = dataset(str(data.name), "images", "vit").images(data, data_dir, image_size)
+    train, test = dataset(str(data.name), "images").images(data, data_dir, image_size)
     return train.resized(image_size), test.resized(image_size)

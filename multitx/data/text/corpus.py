@@ -135,7 +135,7 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
     settings (data.name names a registered text dataset), or just the name, with `path` for textfile."""
     data = {"name": data, "path": path} if isinstance(data, str) else data
     name = str(data["name"])
-    text = dataset(name, "text", "charlm").text(data, data_dir)
+    text = dataset(name, "text").text(data, data_dir)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
     stamp = cache / "source.sha256"
