@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from multitx.cli import parse_args, run_cli
-from multitx.config.schema import CAPTION_COMMAND
 from multitx.data.captions.vocab import WordVocab
 from multitx.data.images.images import decode_image
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import CAPTION_COMMAND
 from multitx.errors import UserError
 from multitx.loading import load
 from multitx.models.captioner import Captioner

@@ -73,7 +73,7 @@ def run_cli(main, argv: list[str] | None = None) -> None:
 
 def parse_args(argv: list[str], defaults: dict, rules: dict | None = None) -> dict:
     """key=value arguments over `defaults`; an unknown key is an error. `rules` (key -> a
-    multitx.config.schema rule) check the values the user gave, before anything is loaded."""
+    multitx.engine.validation rule) check the values the user gave, before anything is loaded."""
     args, given = dict(defaults), set()
     for arg in argv:
         key, sep, value = arg.partition("=")

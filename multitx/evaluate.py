@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 
 from multitx.cli import parse_args, run_cli
 from multitx.config.rules import Choice
-from multitx.config.schema import LOADING
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import load, task_class

@@ -26,9 +26,9 @@ from multitx import __version__
 from multitx.cli import parse_args, run_cli
 from multitx.config.paths import check_folder
 from multitx.config.rules import Choice, Text
-from multitx.config.schema import LOADING
 from multitx.engine import checkpoint
 from multitx.engine.task import task_kind
+from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import Loaded, load, locate

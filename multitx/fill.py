@@ -16,9 +16,9 @@ import torch
 
 from multitx.cli import parse_args, run_cli
 from multitx.config.rules import Choice, Text
-from multitx.config.schema import LOADING
 from multitx.data.text.vocab import CharVocab
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.loading import Loaded, load
 from multitx.models.language_model import LanguageModel

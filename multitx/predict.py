@@ -43,11 +43,11 @@ from tqdm import tqdm
 from multitx.cli import parse_args, run_cli
 from multitx.config.paths import nearest_existing, writable_folder
 from multitx.config.rules import Whole
-from multitx.config.schema import LOADING
 from multitx.data.images.datasets import IMAGE_SUFFIXES
 from multitx.data.images.images import decode_image, fit
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import Loaded, load, locate

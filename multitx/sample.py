@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from multitx.cli import parse_args, run_cli
-from multitx.config.schema import SAMPLE
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import SAMPLE
 from multitx.loading import load
 
 DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,

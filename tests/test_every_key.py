@@ -3,7 +3,7 @@ on stderr with exit 2 and no traceback; a value outside its key's rule is always
 and refusing it leaves the last checkpoint of a run folder byte-identical.
 
 Values are drawn from each key's rule (the `rule` of its dataclass field, gathered by
-multitx/config/schema.py): valid ones kept small so that a run takes a fraction of a second,
+multitx/engine/validation.py): valid ones kept small so that a run takes a fraction of a second,
 invalid ones of every kind (wrong type, out of range, a folder where a file belongs...). Runs
 are in-process: validation, then one step.
 """
@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 from multitx import caption, sample, train
 from multitx.cli import load_config, run_cli
 from multitx.config import rules as kinds
-from multitx.config import schema
-from multitx.engine import checkpoint
+from multitx.engine import checkpoint, validation
 from multitx.engine.task import task_class_of
 from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
@@ -203,11 +202,11 @@ def given_runs(paths) -> dict[str, Path]:
 def test_every_key_of_every_task_has_a_rule(task, paths):
     cfg = load_config(TASKS[task][0](paths, paths["tmp"] / "probe"))
     rules = rules_of(cfg)
-    assert [key for key, _ in schema.leaves(cfg) if key not in rules] == []
+    assert [key for key, _ in validation.leaves(cfg) if key not in rules] == []
 
 
 def rules_of(cfg) -> dict:
-    return schema.rules_for(cfg, task_class_of(cfg).rules)
+    return validation.rules_for(cfg, task_class_of(cfg).rules)
 
 
 def task_keys(task: str) -> list[str]:
@@ -253,8 +252,8 @@ def test_a_drawn_value_trains_or_is_one_line_and_the_run_folder_is_untouched(tas
 
 
 COMMANDS = {
-    "sample": (sample.main, schema.SAMPLE, lambda runs, p: [f"run_dir={runs['charlm']}", "max_new_tokens=3"], 30),
-    "caption": (caption.main, schema.CAPTION_COMMAND,
+    "sample": (sample.main, validation.SAMPLE, lambda runs, p: [f"run_dir={runs['charlm']}", "max_new_tokens=3"], 30),
+    "caption": (caption.main, validation.CAPTION_COMMAND,
                 lambda runs, p: [f"run_dir={runs['caption']}", f"image={p['picture']}", "beam=1"], 20),
 }
 

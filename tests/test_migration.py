@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import multitx
-from multitx.config.migrate import migrate
 from multitx.engine import checkpoint
+from multitx.engine.migrate import migrate
 from tests.conftest import REPO, run_module, write_line_corpus
 
 OLD = REPO / "tests" / "fixtures" / "release-0.1.0"

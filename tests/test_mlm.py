@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 from multitx import fill as fill_command
 from multitx import train as train_command
 from multitx.cli import load_config, run_cli
-from multitx.config import schema
 from multitx.data.text.corpus import TokenWindows
-from multitx.engine import checkpoint
+from multitx.engine import checkpoint, validation
 from multitx.engine.metrics import read_jsonl
 from multitx.engine.trainer import train
 from multitx.evaluate import evaluate
@@ -129,8 +128,8 @@ def test_a_later_character_changes_the_guess_at_an_earlier_position_which_the_ca
 def test_every_key_of_task_mlm_has_a_rule(tmp_path):
     for data in ([], ["data=textfile", f"data.path={write_line_corpus(tmp_path / 'c.txt')}"], ["data=shakespeare"]):
         cfg = load_config(["task=mlm", *data])
-        rules = schema.rules_for(cfg, MaskedLMTask.rules)
-        assert [key for key, _ in schema.leaves(cfg) if key not in rules] == []
+        rules = validation.rules_for(cfg, MaskedLMTask.rules)
+        assert [key for key, _ in validation.leaves(cfg) if key not in rules] == []
         assert cfg.model.causal is False and cfg.mask_rate == 0.15
 
 

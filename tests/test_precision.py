@@ -14,11 +14,11 @@ from omegaconf import OmegaConf
 from multitx import train
 from multitx.cli import run_cli
 from multitx.config.hardware import choose_precision, parse_device, precision_note
-from multitx.config.schema import SHARED
 from multitx.engine import checkpoint
 from multitx.engine.metrics import read_jsonl
 from multitx.engine.runtime import Runtime, setup_runtime
 from multitx.engine.step import Stepper
+from multitx.engine.validation import SHARED
 from multitx.errors import UserError
 from multitx.tasks.charlm import CharLMTask
 from tests.conftest import tiny_charlm_args

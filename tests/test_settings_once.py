@@ -9,8 +9,8 @@ import yaml
 
 from multitx import train
 from multitx.cli import load_config
-from multitx.config import schema
 from multitx.config.compose import defaults_for
+from multitx.engine import validation
 from multitx.engine.task import task_class_of
 from tests.conftest import REPO
 
@@ -28,8 +28,8 @@ def leaves(node, prefix=""):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_every_key_of_a_recipe_has_a_rule_and_appears_in_help(recipe):
     cfg = load_config([f"task={recipe}"])
-    rules = schema.rules_for(cfg, task_class_of(cfg).rules)
-    keys = [key for key, _ in schema.leaves(cfg) if not key.startswith("task.")]
+    rules = validation.rules_for(cfg, task_class_of(cfg).rules)
+    keys = [key for key, _ in validation.leaves(cfg) if not key.startswith("task.")]
     assert [key for key in keys if key not in rules] == []
     shown = io.StringIO()
     with redirect_stdout(shown):

@@ -3,7 +3,7 @@ Numbers, Size, Workers, Folder, File, Resume, Which, Target.
 
     Whole(min=1).check("steps", 0)   raises UserError("steps must be at least 1, got 0")
 
-multitx/config/schema.py says which rule checks which key.
+multitx/engine/validation.py says which rule checks which key.
 """
 
 import math

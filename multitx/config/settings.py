@@ -4,7 +4,7 @@
     class TrunkConfig:
         heads: int = setting(6, Whole(min=1), "attention heads; each gets dim / heads channels")
 
-    rules_of(TrunkConfig, "model.trunk")  -> {"model.trunk.heads": Whole(min=1), ...}   (config/schema.py checks them)
+    rules_of(TrunkConfig, "model.trunk")  -> {"model.trunk.heads": Whole(min=1), ...}   (checked: engine/validation.py)
     defaults_of(TrunkConfig)              -> {"heads": 6, ...}   (the config store composes recipes over them)
     help_rows(TrunkConfig, "model.trunk") -> [("model.trunk.heads", 6, "attention heads; ..."), ...]   (--help)
 
@@ -18,7 +18,7 @@ that is itself a dataclass (a `TrunkConfig`) is a nested section (`model.trunk`,
 `model.encoder`), declared with `section(...)`. Fields marked `from_data()` (a
 vocabulary's size, a dataset's classes) are not settings: the task passes them in,
 from the data it loaded. A config dataclass may check what ties its fields together
-in a `check(prefix)` method, which config/schema.py calls with the section's prefix.
+in a `check(prefix)` method, which engine/validation.py calls with the section's prefix.
 """
 
 import copy
@@ -35,7 +35,7 @@ NOT_ADDED = object()
 
 def setting(default, rule: Rule, help: str, *, before=NOT_ADDED, **field_options):
     """A field that is a setting: its default, the rule its value must pass, one line of help.
-    before: the value runs written before the setting existed had (config/migrate.py fills it in)."""
+    before: the value runs written before the setting existed had (engine/migrate.py fills it in)."""
     metadata = {"rule": rule, "help": help, **({} if before is NOT_ADDED else {"before": before})}
     if isinstance(default, (list, dict)):  # mutable: each instance gets its own copy
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata,

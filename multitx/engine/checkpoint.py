@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from multitx.config.migrate import migrate
-from multitx.config.schema import leaves
+from multitx.engine.migrate import migrate
 from multitx.engine.trust import refuse_code
+from multitx.engine.validation import leaves
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, fsync_path, sha256_file
 
@@ -198,7 +198,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def read_config(folder: Path) -> DictConfig:
-    """FOLDER/config.yaml (a run's or a checkpoint's), in today's shape (config/migrate.py)."""
+    """FOLDER/config.yaml (a run's or a checkpoint's), in today's shape (engine/migrate.py)."""
     return migrate(OmegaConf.load(Path(folder) / "config.yaml"))
 
 

@@ -53,6 +53,9 @@ class Task:
     watch = ("val_loss", "min")  # the metric that picks the best checkpoint, and its direction
     reads: str | None = None  # the kind of dataset it trains on (text, images, captions; data/registry.py)
     no_epochs_because = "its train_items() is None"  # said when epochs= is given to a task without epochs
+    settings: type | None = None  # the dataclass of this task's own keys (model.* among them)
+    rules: dict = {}  # this task's keys -> their Rule, checked before anything is built: from `settings`
+    artifact_files: tuple[str, ...] = ()  # the names artifacts() returns, e.g. ("vocab.json",)
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         self.cfg, self.runtime = cfg, runtime
@@ -68,10 +71,6 @@ class Task:
         By default each section of `settings` whose class has a check(prefix) method checks itself."""
         if cls.settings is not None:
             check_sections(cls.settings, cfg)
-
-    settings: type | None = None  # the dataclass of this task's own keys (model.* among them)
-    rules: dict = {}  # this task's keys -> their Rule, checked before anything is built: from `settings`
-    artifact_files: tuple[str, ...] = ()  # the names artifacts() returns, e.g. ("vocab.json",)
 
     def artifacts(self) -> dict[str, dict]:
         """What inference needs besides the weights, as JSON objects by file name: a vocabulary, class names."""

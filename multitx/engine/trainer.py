@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from multitx.config.rules import Target
-from multitx.config.schema import validate
 from multitx.engine import checkpoint
 from multitx.engine.length import check_has_epochs, resolve_length
 from multitx.engine.metrics import MetricsLog
@@ -35,6 +34,7 @@ from multitx.engine.runtime import Runtime, rng_state, seed_everything, setup_ru
 from multitx.engine.step import Stepper
 from multitx.engine.stopping import Interrupted, StopSignals, collective_reason, is_collective_failure
 from multitx.engine.task import Task, task_class_of
+from multitx.engine.validation import validate
 from multitx.errors import UserError
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from multitx.cli import parse_args, run_cli
-from multitx.config.schema import LOADING, File, Folder, Whole
+from multitx.config.rules import File, Folder, Whole
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.inspect import maps
 from multitx.inspect.page import Gallery, page

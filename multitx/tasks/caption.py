@@ -16,7 +16,6 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from multitx.config.rules import NON_NEGATIVE, Whole
-from multitx.config.schema import data_class
 from multitx.config.settings import from_settings, plain, section, setting, settings_of
 from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.bleu_cider import caption_scores
@@ -25,6 +24,7 @@ from multitx.data.captions.vocab import WordVocab, normalize
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task, register_task
+from multitx.engine.validation import data_class
 from multitx.models.captioner import Captioner, CaptionerConfig
 from multitx.models.captioner_from_timm import captioner_from_timm
 from multitx.models.decoding import caption_images
