@@ -39,6 +39,8 @@ def settings_help(overrides: list[str]) -> str:
     rows += help_rows(TrainingConfig, "", cfg)
     rows += help_rows(task.settings, "", cfg) if task.settings else []
     rows += help_rows(DATASETS.get(str(cfg.data.name)), "data", cfg.data)
+    if not any(arg.startswith("run_dir=") for arg in overrides):  # the pattern, not this second's folder
+        rows = [(k, TrainingConfig.run_dir if k == "run_dir" else v, h) for k, v, h in rows]
     width = max(len(key) for key, _, _ in rows)
     lines = [f"  {key:<{width}}  {shown(value):<16} {text}" for key, value, text in rows]
     return f"keys of task={cfg.task.name} data={cfg.data.name} (key=value on the command line):\n" + "\n".join(lines)

@@ -67,7 +67,7 @@ class HeldOut:
 
 
 @dataclass
-class ImageData(DataSettings, HeldOut):
+class ImageData(HeldOut, DataSettings):
     """Labelled images (the ViTs): the held-out share, normalisation and augmentation workers."""
 
     kind: ClassVar[str] = "images"

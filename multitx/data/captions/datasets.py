@@ -208,7 +208,7 @@ class Shapes(CaptionSettings):
 
 
 @dataclass
-class PhotoCaptions(CaptionSettings, HeldOut):
+class PhotoCaptions(HeldOut, CaptionSettings):
     """Photographs with captions, resized once and cached under DATA_DIR; the dataset's val split is the test."""
 
     val_fraction: float = setting(0.05, Number(min=0, max=1, open="both"),
