@@ -35,7 +35,7 @@ def caption_file(model: Captioner, vocab: WordVocab, path: Path, *, beam: int = 
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, CAPTION_COMMAND)
+    args = parse_args(argv, DEFAULTS, CAPTION_COMMAND, __doc__)
     if not args["image"]:
         raise UserError("say which picture to caption: image=PATH (a PNG, JPEG or other image file)")
     runtime = setup_runtime(args["device"], "fp32")

@@ -51,12 +51,23 @@ def shown(value) -> str:
     value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     if value is None or isinstance(value, bool):
         return "null" if value is None else str(value).lower()
+    if isinstance(value, str) and (not value or value != value.strip()):
+        return repr(value)  # "" or "\n": seen, not blank
     return str(value)
 
 
 def task_recipes() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in (files("multitx.config") / "task").iterdir()
                   if p.name.endswith(".yaml"))
+
+
+def tool_help(defaults: dict, rules: dict, doc: str) -> str:
+    """A tool's docstring, then each key: its default and what its rule accepts."""
+    width = max(len(key) for key in defaults)
+    lines = [f"  {key:<{width}}  {shown(value) if value is not None else 'null':<12} "
+             f"{rules[key].describe() if key in rules else ''}".rstrip()
+             for key, value in defaults.items()]
+    return f"{doc.strip()}\n\nkeys (key=value):\n" + "\n".join(lines)
 
 
 def run_cli(main, argv: list[str] | None = None) -> None:
@@ -73,9 +84,13 @@ def run_cli(main, argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
 
 
-def parse_args(argv: list[str], defaults: dict, rules: dict | None = None) -> dict:
+def parse_args(argv: list[str], defaults: dict, rules: dict | None = None, doc: str = "") -> dict:
     """key=value arguments over `defaults`; an unknown key is an error. `rules` (key -> a
-    multitx.engine.validation rule) check the values the user gave, before anything is loaded."""
+    multitx.config.rules rule) check the values the user gave, before anything is loaded.
+    `--help` prints `doc` (the tool's own docstring) and every key with its default and rule, and exits."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(tool_help(defaults, rules or {}, doc))
+        sys.exit(0)
     args, given = dict(defaults), set()
     for arg in argv:
         key, sep, value = arg.partition("=")

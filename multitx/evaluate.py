@@ -57,7 +57,7 @@ def evaluate(run_dir: Path, split: str = "test", which: str = "best", *, device:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES)
+    args = parse_args(argv, DEFAULTS, RULES, __doc__)
     report = evaluate(Path(str(args["run_dir"])), str(args["split"]), str(args["checkpoint"]),
                       device=str(args["device"]), trust_code=args["trust_code"])
     for key, value in report.items():

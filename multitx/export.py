@@ -209,7 +209,7 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES)
+    args = parse_args(argv, DEFAULTS, RULES, __doc__)
     done = export(Path(str(args["run_dir"])), str(args["format"]), str(args["checkpoint"]),
                   out=str(args["out"]) or None, trust_code=args["trust_code"])
     about, gap = done["about"], done["difference"]

@@ -79,7 +79,7 @@ FILL = {**LOADING, "prompt": Text(), "mask_char": Text(), "order": Choice(option
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, FILL)
+    args = parse_args(argv, DEFAULTS, FILL, __doc__)
     prompt, mask_char = str(args["prompt"]), str(args["mask_char"])
     if not prompt:
         raise UserError(f"say what to fill in: prompt=\"To b{mask_char} or not t{mask_char} be\", "

@@ -165,7 +165,7 @@ def csv_bytes(paths: list[Path], predictions: list[Prediction]) -> bytes:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES)
+    args = parse_args(argv, DEFAULTS, RULES, __doc__)
     files, folder = images_given(str(args["image"]))
     run_dir, _, source = locate(Path(str(args["run_dir"])), str(args["checkpoint"]))
     cfg = checkpoint.run_config(source, None, TOOL, trust_code=True)  # only to read task.name: imports nothing

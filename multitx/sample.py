@@ -19,7 +19,7 @@ DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, SAMPLE)
+    args = parse_args(argv, DEFAULTS, SAMPLE, __doc__)
     runtime = setup_runtime(args["device"], "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
                trust_code=args["trust_code"], task="charlm", tool="multitx.sample")

@@ -63,3 +63,20 @@ def base_value(base, key: str):
 
     value = OmegaConf.select(base, key)
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+TOOLS = ["sample", "caption", "fill", "evaluate", "predict", "export", "inspect.__main__"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_answers_help_with_its_keys_and_exit_0(tool):
+    import importlib
+
+    module = importlib.import_module(f"multitx.{tool}")
+    shown = io.StringIO()
+    with redirect_stdout(shown), pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    listed = {line.split()[0] for line in shown.getvalue().split("keys (key=value):")[1].splitlines() if line.strip()}
+    assert {"run_dir", "checkpoint", "trust_code"} <= listed
+    assert module.__doc__.strip().splitlines()[0] in shown.getvalue()

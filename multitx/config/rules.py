@@ -251,6 +251,9 @@ class Resume(Rule):
         if not path.is_dir():
             raise UserError(f"resume={value}: no such checkpoint folder; give RUN_DIR/checkpoints/step_N or auto")
 
+    def describe(self) -> str:
+        return "null, auto or a checkpoint folder"
+
 
 @dataclass(frozen=True)
 class Which(Rule):
@@ -262,6 +265,9 @@ class Which(Rule):
         if not isinstance(value, str) or not Path(value).expanduser().is_dir():
             raise UserError(f"{key} must be best, latest or an existing checkpoint folder "
                             f"(RUN_DIR/checkpoints/step_N), got {shown(value)}")
+
+    def describe(self) -> str:
+        return "best, latest or a checkpoint folder (RUN_DIR/checkpoints/step_N)"
 
 
 TARGET = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")

@@ -131,7 +131,7 @@ def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES)
+    args = parse_args(argv, DEFAULTS, RULES, __doc__)
     run_dir = Path(str(args["run_dir"]))
     runtime = setup_runtime(args["device"], "fp32")
     ins = inspect_run(run_dir, which=str(args["checkpoint"]), prompt=str(args["prompt"]) or None,
