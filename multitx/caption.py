@@ -7,22 +7,28 @@ config names code to import (a tokenizer module or class of the user's) is
 refused unless trust_code=true (multitx/engine/trust.py).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
+from multitx.config.rules import NON_NEGATIVE, File, Whole
+from multitx.config.settings import setting
 from multitx.data.captions.vocab import WordVocab
 from multitx.data.images.images import decode_image
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import CAPTION_COMMAND
 from multitx.errors import UserError
 from multitx.loading import load
 from multitx.models.captioner import Captioner
 from multitx.models.decoding import caption_images
 
-DEFAULTS = {"run_dir": None, "image": None, "beam": 3, "length_penalty": 0.6, "checkpoint": "best",
-            "device": "auto", "trust_code": False, "debug": False}
+
+@dataclass
+class CaptionArgs(OnDevice, RunArgs):
+    image: str | None = setting(None, File(), "the picture to caption (PNG, JPEG, ...)")
+    beam: int = setting(3, Whole(min=1), "beams of the beam search; 1: greedy")
+    length_penalty: float = setting(0.6, NON_NEGATIVE, "GNMT alpha: higher favours longer captions")
 
 
 def caption_file(model: Captioner, vocab: WordVocab, path: Path, *, beam: int = 3,
@@ -35,7 +41,7 @@ def caption_file(model: Captioner, vocab: WordVocab, path: Path, *, beam: int = 
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, CAPTION_COMMAND, __doc__)
+    args = parse_args(argv, CaptionArgs, __doc__)
     if not args["image"]:
         raise UserError("say which picture to caption: image=PATH (a PNG, JPEG or other image file)")
     runtime = setup_runtime(args["device"], "fp32")

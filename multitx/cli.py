@@ -3,6 +3,7 @@ config from key=value arguments (with every registered task and dataset known), 
 the settings' own help texts, and the user's mistakes as one clear line instead of a traceback."""
 
 import sys
+from dataclasses import dataclass, is_dataclass
 from importlib.resources import files
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,7 +12,9 @@ from omegaconf.errors import OmegaConfBaseException
 import multitx.data.builtins  # noqa: F401 - registers the built-in datasets
 import multitx.tasks  # noqa: F401 - registers the built-in tasks
 from multitx.config import compose
-from multitx.config.settings import help_rows
+from multitx.config.hardware import DEVICE_HELP, Device
+from multitx.config.rules import Flag, Folder, Which
+from multitx.config.settings import defaults_of, help_rows, rules_of, setting
 from multitx.config.training import TrainingConfig
 from multitx.data.registry import DATASETS
 from multitx.engine.task import task_class_of
@@ -61,12 +64,11 @@ def task_recipes() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def tool_help(defaults: dict, rules: dict, doc: str) -> str:
-    """A tool's docstring, then each key: its default and what its rule accepts."""
-    width = max(len(key) for key in defaults)
-    lines = [f"  {key:<{width}}  {shown(value) if value is not None else 'null':<12} "
-             f"{rules[key].describe() if key in rules else ''}".rstrip()
-             for key, value in defaults.items()]
+def tool_help(keys, doc: str) -> str:
+    """A tool's docstring, then each key with its default and its help."""
+    rows = help_rows(keys) if is_dataclass(keys) else [(key, value, "") for key, value in keys.items()]
+    width = max(len(key) for key, _, _ in rows)
+    lines = [f"  {key:<{width}}  {shown(value):<12} {text}".rstrip() for key, value, text in rows]
     return f"{doc.strip()}\n\nkeys (key=value):\n" + "\n".join(lines)
 
 
@@ -84,12 +86,31 @@ def run_cli(main, argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
 
 
-def parse_args(argv: list[str], defaults: dict, rules: dict | None = None, doc: str = "") -> dict:
-    """key=value arguments over `defaults`; an unknown key is an error. `rules` (key -> a
-    multitx.config.rules rule) check the values the user gave, before anything is loaded.
-    `--help` prints `doc` (the tool's own docstring) and every key with its default and rule, and exits."""
+@dataclass
+class RunArgs:
+    """The keys of every command that loads a trained run (sample, caption, fill, evaluate, ...)."""
+
+    run_dir: str | None = setting(None, Folder(hint="give run_dir=DIR, the folder python -m multitx.train wrote"),
+                                  "the run: the folder python -m multitx.train wrote")
+    checkpoint: str = setting("best", Which(), "best, latest or a checkpoint folder (RUN_DIR/checkpoints/step_N)")
+    trust_code: bool = setting(False, Flag(), "import the code the run's config names (a tokenizer, task or "
+                               "dataset of your own)")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
+
+
+@dataclass
+class OnDevice:
+    device: str = setting("auto", Device(), DEVICE_HELP)
+
+
+def parse_args(argv: list[str], keys, doc: str = "") -> dict:
+    """key=value arguments over the defaults of `keys` (a dataclass of settings, or a plain dict of
+    defaults); an unknown key is an error, and the rule of each key the user gave checks its value
+    before anything is loaded. `--help` prints `doc` (the tool's own docstring) and every key, and exits."""
+    defaults = defaults_of(keys) if is_dataclass(keys) else dict(keys)
+    rules = rules_of(keys) if is_dataclass(keys) else {}
     if argv and argv[0] in ("-h", "--help"):
-        print(tool_help(defaults, rules or {}, doc))
+        print(tool_help(keys, doc))
         sys.exit(0)
     args, given = dict(defaults), set()
     for arg in argv:
@@ -103,7 +124,7 @@ def parse_args(argv: list[str], defaults: dict, rules: dict | None = None, doc: 
         given.add(key)
     if "run_dir" in defaults and defaults["run_dir"] is None and not args["run_dir"]:  # a tool that needs a run
         raise UserError("say which run to use: run_dir=DIR (the folder python -m multitx.train wrote)")
-    for key, rule in (rules or {}).items():
+    for key, rule in rules.items():
         if key in given:
             rule.check(key, args[key])
     return args

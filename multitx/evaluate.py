@@ -14,22 +14,24 @@ split is what results are reported on: training chose its best checkpoint on val
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.rules import Choice
+from multitx.config.settings import setting
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import load, task_class
 
-DEFAULTS = {"run_dir": None, "split": "test", "checkpoint": "best", "device": "auto", "trust_code": False,
-            "debug": False}
-RULES = {**LOADING, "split": Choice(options=("val", "test"))}
+
+@dataclass
+class EvaluateArgs(OnDevice, RunArgs):
+    split: str = setting("test", Choice(options=("val", "test")), "the split to score: val or test")
 
 
 def evaluate(run_dir: Path, split: str = "test", which: str = "best", *, device: str = "cpu",
@@ -57,7 +59,7 @@ def evaluate(run_dir: Path, split: str = "test", which: str = "best", *, device:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES, __doc__)
+    args = parse_args(argv, EvaluateArgs, __doc__)
     report = evaluate(Path(str(args["run_dir"])), str(args["split"]), str(args["checkpoint"]),
                       device=str(args["device"]), trust_code=args["trust_code"])
     for key, value in report.items():

@@ -17,26 +17,28 @@ the PyTorch model before the command says it is done (ONNX: when onnxruntime is 
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from multitx import __version__
-from multitx.cli import parse_args, run_cli
+from multitx.cli import RunArgs, parse_args, run_cli
 from multitx.config.paths import check_folder
 from multitx.config.rules import Choice, Text
+from multitx.config.settings import setting
 from multitx.engine import checkpoint
 from multitx.engine.task import task_kind
-from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import Loaded, load, locate
 
-DEFAULTS = {"run_dir": None, "format": "onnx", "checkpoint": "best", "out": "", "trust_code": False,
-            "debug": False}
-RULES = {**{key: rule for key, rule in LOADING.items() if key != "device"},  # always the CPU, in fp32
-         "format": Choice(options=("onnx", "pt2")), "out": Text()}
+
+@dataclass
+class ExportArgs(RunArgs):  # no device=: exported on the CPU, in fp32
+    format: str = setting("onnx", Choice(options=("onnx", "pt2")), "onnx | pt2 (torch.export)")
+    out: str = setting("", Text(), "the file to write; empty: RUN_DIR/model.FORMAT")
 TOOL = "multitx.export"
 TOLERANCE = 1e-4  # the largest |exported - PyTorch| logit difference the check accepts, relative to max(1, |logit|)
 
@@ -209,7 +211,7 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES, __doc__)
+    args = parse_args(argv, ExportArgs, __doc__)
     done = export(Path(str(args["run_dir"])), str(args["format"]), str(args["checkpoint"]),
                   out=str(args["out"]) or None, trust_code=args["trust_code"])
     about, gap = done["about"], done["difference"]

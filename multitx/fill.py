@@ -10,15 +10,16 @@ A prompt longer than the model's context is read, for each blank, through the wi
 `context` characters around it.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.rules import Choice, Text
+from multitx.config.settings import setting
 from multitx.data.text.vocab import CharVocab
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.loading import Loaded, load
 from multitx.models.language_model import LanguageModel
@@ -73,13 +74,16 @@ def fill(model: LanguageModel | Loaded, prompt: str, vocab: CharVocab | None = N
     return vocab.decode(ids.tolist())
 
 
-DEFAULTS = {"run_dir": None, "prompt": "", "mask_char": "_", "order": "confident", "checkpoint": "best",
-            "device": "auto", "trust_code": False, "debug": False}
-FILL = {**LOADING, "prompt": Text(), "mask_char": Text(), "order": Choice(options=("confident", "once"))}
+@dataclass
+class FillArgs(OnDevice, RunArgs):
+    prompt: str = setting("", Text(), "the text with a mask_char for each character to fill in")
+    mask_char: str = setting("_", Text(), "the blank")
+    order: str = setting("confident", Choice(options=("confident", "once")),
+                         "confident: the surest blank first, read again; once: all from one reading")
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, FILL, __doc__)
+    args = parse_args(argv, FillArgs, __doc__)
     prompt, mask_char = str(args["prompt"]), str(args["mask_char"])
     if not prompt:
         raise UserError(f"say what to fill in: prompt=\"To b{mask_char} or not t{mask_char} be\", "

@@ -33,6 +33,7 @@ import io
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,22 +41,27 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.paths import nearest_existing, writable_folder
 from multitx.config.rules import Whole
+from multitx.config.settings import setting
 from multitx.data.images.datasets import IMAGE_SUFFIXES
 from multitx.data.images.images import decode_image, fit
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import Loaded, load, locate
 
 TOOL = "multitx.predict"
-DEFAULTS = {"run_dir": None, "image": "", "top_k": 5, "out": "", "batch_size": 64, "checkpoint": "best",
-            "device": "auto", "trust_code": False, "debug": False}
-RULES = {**LOADING, "top_k": Whole(min=1), "batch_size": Whole(min=1)}
+
+
+@dataclass
+class PredictArgs(OnDevice, RunArgs):
+    image: str = setting("", None, "an image file, a folder of them, or a glob")
+    top_k: int = setting(5, Whole(min=1), "the likeliest classes shown for each image")
+    out: str = setting("", None, "a CSV file for the predictions; empty: RUN_DIR/predictions.csv for a folder")
+    batch_size: int = setting(64, Whole(min=1), "images per forward pass")
 
 Prediction = list[tuple[str, float]]  # (class name, probability), most probable first
 
@@ -165,7 +171,7 @@ def csv_bytes(paths: list[Path], predictions: list[Prediction]) -> bytes:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES, __doc__)
+    args = parse_args(argv, PredictArgs, __doc__)
     files, folder = images_given(str(args["image"]))
     run_dir, _, source = locate(Path(str(args["run_dir"])), str(args["checkpoint"]))
     cfg = checkpoint.run_config(source, None, TOOL, trust_code=True)  # only to read task.name: imports nothing

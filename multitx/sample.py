@@ -5,21 +5,29 @@ Writes text from a trained charlm run. Same seed, same text. A run whose config
 names code to import is refused unless trust_code=true (multitx/engine/trust.py).
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
+from multitx.config.rules import POSITIVE, Whole
+from multitx.config.settings import setting
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import SAMPLE
 from multitx.loading import load
 
-DEFAULTS = {"run_dir": None, "prompt": "\n", "max_new_tokens": 500, "temperature": 0.8, "top_k": 40, "seed": 1,
-            "checkpoint": "best", "device": "auto", "trust_code": False, "debug": False}
+
+@dataclass
+class SampleArgs(OnDevice, RunArgs):
+    prompt: str = setting("\n", None, "the text to continue")
+    max_new_tokens: int = setting(500, Whole(min=1), "characters to write")
+    temperature: float = setting(0.8, POSITIVE, "below 1: surer choices; above: more surprising ones")
+    top_k: int = setting(40, Whole(min=0), "sample among the k likeliest characters; 0: among all")
+    seed: int = setting(1, Whole(min=0), "the same seed writes the same text")
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, SAMPLE, __doc__)
+    args = parse_args(argv, SampleArgs, __doc__)
     runtime = setup_runtime(args["device"], "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
                trust_code=args["trust_code"], task="charlm", tool="multitx.sample")

@@ -252,8 +252,9 @@ def test_a_drawn_value_trains_or_is_one_line_and_the_run_folder_is_untouched(tas
 
 
 COMMANDS = {
-    "sample": (sample.main, validation.SAMPLE, lambda runs, p: [f"run_dir={runs['charlm']}", "max_new_tokens=3"], 30),
-    "caption": (caption.main, validation.CAPTION_COMMAND,
+    "sample": (sample.main, rules_of(sample.SampleArgs), lambda runs, p: [f"run_dir={runs['charlm']}",
+                                                                          "max_new_tokens=3"], 30),
+    "caption": (caption.main, rules_of(caption.CaptionArgs),
                 lambda runs, p: [f"run_dir={runs['caption']}", f"image={p['picture']}", "beam=1"], 20),
 }
 

@@ -20,6 +20,7 @@ from multitx.config.rules import Choice
 from multitx.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE_HELP = "auto (CUDA if visible, else cpu) | cpu | cuda | cuda:N | mps"  # device= of training and every tool
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INDEXED = re.compile(r"cuda:(\d+)")
 

@@ -33,8 +33,8 @@ from multitx.config.rules import Rule
 NOT_ADDED = object()
 
 
-def setting(default, rule: Rule, help: str, *, before=NOT_ADDED, **field_options):
-    """A field that is a setting: its default, the rule its value must pass, one line of help.
+def setting(default, rule: Rule | None, help: str, *, before=NOT_ADDED, **field_options):
+    """A field that is a setting: its default, the rule its value must pass (None: any value), one line of help.
     before: the value runs written before the setting existed had (engine/migrate.py fills it in)."""
     metadata = {"rule": rule, "help": help, **({} if before is NOT_ADDED else {"before": before})}
     if isinstance(default, (list, dict)):  # mutable: each instance gets its own copy
@@ -58,7 +58,7 @@ def rules_of(cls, prefix: str = "") -> dict[str, Rule]:
         key = f"{prefix}.{f.name}" if prefix else f.name
         if "section" in f.metadata:
             rules.update(rules_of(f.metadata["section"], key))
-        elif "rule" in f.metadata:
+        elif f.metadata.get("rule") is not None:
             rules[key] = f.metadata["rule"]
     return rules
 

@@ -6,7 +6,7 @@ A task's recipe (config/task/NAME.yaml) changes some of these defaults; the comm
 
 from dataclasses import dataclass
 
-from multitx.config.hardware import PRECISIONS, Device
+from multitx.config.hardware import DEVICE_HELP, PRECISIONS, Device
 from multitx.config.rules import (
     NON_NEGATIVE,
     POSITIVE,
@@ -56,7 +56,7 @@ class TrainingConfig:
     muon: MuonConfig = section(MuonConfig, "used by optimizer=muon")
     grad_clip: float = setting(1.0, NON_NEGATIVE, "max global gradient norm; 0 turns clipping off")
     # Where and on what.
-    device: str = setting("auto", Device(), "auto (CUDA if visible, else cpu) | cpu | cuda | cuda:N | mps")
+    device: str = setting("auto", Device(), DEVICE_HELP)
     precision: str = setting("auto", Choice(options=PRECISIONS),
                              "auto | fp32 | bf16 | fp16 (loss-scaled); auto: bf16 on GPUs with native bf16, "
                              "fp32 elsewhere")

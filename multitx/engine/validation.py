@@ -14,19 +14,12 @@ from collections.abc import Mapping
 from omegaconf import DictConfig, OmegaConf
 
 import multitx.data.builtins  # noqa: F401 - the datasets data.name may name
-from multitx.config.rules import NON_NEGATIVE, POSITIVE, File, Flag, Folder, Rule, Text, Which, Whole
+from multitx.config.rules import Rule, Text
 from multitx.config.settings import rules_of
 from multitx.config.training import TrainingConfig
 from multitx.data.registry import DATASETS, DataSettings, dataset
 
 SHARED = {**rules_of(TrainingConfig), "task.name": Text(), "task._target_": Text()}
-
-# The commands that load a run (multitx.sample, multitx.caption): their own keys.
-LOADING = {"run_dir": Folder(hint="give run_dir=DIR, the folder python -m multitx.train wrote"),
-           "checkpoint": Which(), "device": SHARED["device"], "trust_code": Flag(), "debug": Flag()}
-SAMPLE = {**LOADING, "max_new_tokens": Whole(min=1), "temperature": POSITIVE, "top_k": Whole(min=0),
-          "seed": Whole(min=0)}
-CAPTION_COMMAND = {**LOADING, "image": File(), "beam": Whole(min=1), "length_penalty": NON_NEGATIVE}
 
 
 def data_class(cfg: DictConfig) -> type[DataSettings]:

@@ -14,23 +14,29 @@ the run's own validation data), traces every attention layer, and writes to out=
 
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from multitx.cli import parse_args, run_cli
+from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.rules import File, Folder, Whole
+from multitx.config.settings import setting
 from multitx.engine.runtime import setup_runtime
-from multitx.engine.validation import LOADING
 from multitx.errors import UserError
 from multitx.inspect import maps
 from multitx.inspect.page import Gallery, page
 from multitx.inspect.runs import Inspection, inspect_run
 from multitx.inspect.shape_trace import shape_trace
 
-DEFAULTS = {"run_dir": None, "prompt": "", "max_new_tokens": 48, "image": None, "checkpoint": "best", "out": None,
-            "device": "auto", "trust_code": False, "debug": False}
-RULES = {**LOADING, "image": File(), "out": Folder(must_exist=False), "max_new_tokens": Whole(min=0)}
+
+@dataclass
+class InspectArgs(OnDevice, RunArgs):
+    prompt: str = setting("", None, "text models: what the model reads (and continues)")
+    max_new_tokens: int = setting(48, Whole(min=0), "charlm: characters written after the prompt")
+    image: str | None = setting(None, File(), "image models: the picture to look at")
+    out: str | None = setting(None, Folder(must_exist=False), "where the pictures and the page go; "
+                              "null: RUN_DIR/inspect/")
 
 
 def png(fig: Figure) -> bytes:
@@ -131,7 +137,7 @@ def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, DEFAULTS, RULES, __doc__)
+    args = parse_args(argv, InspectArgs, __doc__)
     run_dir = Path(str(args["run_dir"]))
     runtime = setup_runtime(args["device"], "fp32")
     ins = inspect_run(run_dir, which=str(args["checkpoint"]), prompt=str(args["prompt"]) or None,
