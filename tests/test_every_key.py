@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from multitx import caption, sample, train
 from multitx.cli import load_config, run_cli
 from multitx.config import rules as kinds
+from multitx.config.settings import rules_of as field_rules
 from multitx.engine import checkpoint, validation
 from multitx.engine.task import task_class_of
 from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
@@ -252,9 +253,9 @@ def test_a_drawn_value_trains_or_is_one_line_and_the_run_folder_is_untouched(tas
 
 
 COMMANDS = {
-    "sample": (sample.main, rules_of(sample.SampleArgs), lambda runs, p: [f"run_dir={runs['charlm']}",
+    "sample": (sample.main, field_rules(sample.SampleArgs), lambda runs, p: [f"run_dir={runs['charlm']}",
                                                                           "max_new_tokens=3"], 30),
-    "caption": (caption.main, rules_of(caption.CaptionArgs),
+    "caption": (caption.main, field_rules(caption.CaptionArgs),
                 lambda runs, p: [f"run_dir={runs['caption']}", f"image={p['picture']}", "beam=1"], 20),
 }
 

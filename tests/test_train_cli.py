@@ -109,7 +109,7 @@ def test_a_run_folder_with_checkpoints_is_never_overwritten_by_accident(trained_
 
 def test_run_dir_is_required_by_tools_that_read_a_run_and_optional_for_those_that_make_one():
     with pytest.raises(UserError, match="say which run to use: run_dir=DIR"):
-        parse_args(["prompt=hi"], sample.DEFAULTS)
+        parse_args(["prompt=hi"], sample.SampleArgs)
     assert parse_args([], caption_shapes.DEFAULTS)["run_dir"] == ""  # makes runs/caption_shapes/<time>
 
 

@@ -74,7 +74,6 @@ def check_patches(image_size, patch_size, tokenizer, width: int, prefix: str) ->
                         f"cos): {width} is not divisible by 4")
 
 
-
 class PatchTokenizer(nn.Module):
     """Base class: images (B, C, H, W) -> tokens (B, N, D), N = num_tokens.
 

@@ -92,7 +92,7 @@ class TrunkConfig:
 class MLP(nn.Module):
     """Per-token computation: D -> hidden (dim x mlp_ratio) -> D, with GELU (GPT-2, ViT) or relu^2 between."""
 
-    def __init__(self, config: "TrunkConfig"):
+    def __init__(self, config: TrunkConfig):
         super().__init__()
         c = config
         if c.activation not in ACTIVATIONS:  # from Python; the command line's rule has said so already
@@ -123,7 +123,7 @@ class DropPath(nn.Module):
 class Block(nn.Module):
     """x + attention(norm(x)) [+ cross_attention(norm(x), memory)] + mlp(norm(x))."""
 
-    def __init__(self, config: "TrunkConfig", *, cross_attention: bool = False, drop_path: float = 0.0):
+    def __init__(self, config: TrunkConfig, *, cross_attention: bool = False, drop_path: float = 0.0):
         """drop_path: this block's own stochastic-depth rate (the trunk grows it with depth)."""
         super().__init__()
         c = config
