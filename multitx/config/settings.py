@@ -153,3 +153,12 @@ def settings_of(config) -> dict:
             value = list(value)
         out[f.name] = value
     return out
+
+
+def leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a config; lists are leaves."""
+    for key, value in node.items():
+        if isinstance(value, Mapping | DictConfig):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from multitx.config.settings import leaves
 from multitx.engine.migrate import migrate
 from multitx.engine.trust import refuse_code
-from multitx.engine.validation import leaves
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, fsync_path, sha256_file
 

@@ -9,13 +9,12 @@ data/registry.py). Checks that tie keys together follow: each config class's own
 Keys a user adds with +KEY=VALUE for a task of their own have no rule and are left to that task.
 """
 
-from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 import multitx.data.builtins  # noqa: F401 - the datasets data.name may name
 from multitx.config.rules import Rule, Text
-from multitx.config.settings import rules_of
+from multitx.config.settings import leaves, rules_of
 from multitx.config.training import TrainingConfig
 from multitx.data.registry import DATASETS, DataSettings, dataset
 
@@ -31,15 +30,6 @@ def rules_for(cfg: DictConfig, task_rules: dict[str, Rule]) -> dict[str, Rule]:
     """The rules of a composed config's keys: the shared ones, the task's (its class's `rules`), the dataset's."""
     data = rules_of(data_class(cfg), "data") if str(cfg.data.get("name")) in DATASETS else {}
     return {**SHARED, **task_rules, **data}
-
-
-def leaves(node, prefix: str = ""):
-    """(dotted key, value) of every leaf of a config; lists are leaves."""
-    for key, value in node.items():
-        if isinstance(value, Mapping | DictConfig):
-            yield from leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def validate(cfg: DictConfig, task_class) -> None:
