@@ -33,14 +33,13 @@ from multitx.config.rules import Rule
 NOT_ADDED = object()
 
 
-def setting(default, rule: Rule | None, help: str, *, before=NOT_ADDED, **field_options):
+def setting(default, rule: Rule | None, help: str, *, before=NOT_ADDED):
     """A field that is a setting: its default, the rule its value must pass (None: any value), one line of help.
     before: the value runs written before the setting existed had (engine/migrate.py fills it in)."""
     metadata = {"rule": rule, "help": help, **({} if before is NOT_ADDED else {"before": before})}
     if isinstance(default, (list, dict)):  # mutable: each instance gets its own copy
-        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata,
-                                 **field_options)
-    return dataclasses.field(default=default, metadata=metadata, **field_options)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def section(cls, help: str, schema: type | None = None, **changes):
