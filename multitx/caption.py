@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
         raise UserError("say which picture to caption: image=PATH (a PNG, JPEG or other image file)")
     runtime = setup_runtime(args["device"], "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
-               trust_code=args["trust_code"], task="caption", tool="multitx.caption")
+               trust_code=args["trust_code"], tool="multitx.caption")
     with torch.no_grad():
         print(caption_file(run.model, run.vocab, Path(str(args["image"])), beam=int(args["beam"]),
                            length_penalty=float(args["length_penalty"])))

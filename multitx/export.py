@@ -29,10 +29,10 @@ from multitx.config.paths import check_folder
 from multitx.config.rules import Choice, Text
 from multitx.config.settings import setting
 from multitx.engine import checkpoint
-from multitx.engine.task import task_kind
+from multitx.engine.task import task_for_tool
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
-from multitx.loading import Loaded, load, locate
+from multitx.loading import load, locate, task_class
 
 
 @dataclass
@@ -41,48 +41,6 @@ class ExportArgs(RunArgs):  # no device=: exported on the CPU, in fp32
     out: str = setting("", Text(), "the file to write; empty: RUN_DIR/model.FORMAT")
 TOOL = "multitx.export"
 TOLERANCE = 1e-4  # the largest |exported - PyTorch| logit difference the check accepts, relative to max(1, |logit|)
-
-
-class LogitsOnly(nn.Module):
-    """A char LM as an exported graph takes it: ids (B, T) -> logits (B, T, vocab), no loss, no KV cache."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model(ids)[0]
-
-
-def exportable(run: Loaded) -> tuple[nn.Module, str, torch.Tensor, dict, dict]:
-    """(module, input name, example input, torch.export dynamic_shapes, the JSON a user needs) of a loaded run."""
-    batch = torch.export.Dim("batch", min=1)
-    generator = torch.Generator().manual_seed(0)
-    if task_kind(run.config) == "vit":
-        channels, (height, width) = int(run.info["channels"]), tuple(run.info["image_size"])
-        example = torch.randn(2, channels, height, width, generator=generator)
-        about = {"input": {"name": "images", "dtype": "float32", "shape": ["batch", channels, height, width]},
-                 "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(run.classes)]},
-                 "classes": list(run.classes), "image_size": [height, width], "channels": channels,
-                 "mean": list(run.info["mean"]), "std": list(run.info["std"]),
-                 "preprocess": f"scale the image (bicubic, antialiased) until it covers {height}x{width}, keeping "
-                               f"its aspect ratio, and cut out the centre; {'RGB' if channels == 3 else 'grey'} "
-                               f"pixels / 255, minus mean, divided by std, per channel; (C, H, W) order",
-                 "postprocess": "softmax(logits) over the classes; classes[argmax] is the prediction"}
-        return run.model, "images", example, {"images": {0: batch}}, about
-    context, vocab = int(run.config.model.context), run.vocab
-    tokens = min(context, 8)
-    example = torch.randint(0, vocab.vocab_size, (2, tokens), generator=generator)
-    # T dynamic up to the context (the learned position table's length); a context of 1 leaves nothing to vary
-    dims = {0: batch, 1: torch.export.Dim("tokens", min=1, max=context)} if context > 1 else {0: batch}
-    about = {"input": {"name": "ids", "dtype": "int64", "shape": ["batch", "tokens" if context > 1 else 1],
-                       "max_tokens": context},
-             "output": {"name": "logits", "dtype": "float32", "shape": ["batch", "tokens" if context > 1 else 1,
-                                                                      vocab.vocab_size]},
-             "chars": vocab.chars, "vocab_size": vocab.vocab_size, "context": context,
-             "preprocess": "id i is chars[i]; at most `context` ids at once (keep the last ones)",
-             "postprocess": "softmax(logits[:, -1] / temperature) is the next character's distribution"}
-    return LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about
 
 
 def first_line(err: BaseException) -> str:
@@ -125,16 +83,6 @@ def write_onnx(program, example: torch.Tensor, name: str, out: Path, what: str) 
         raise UserError(f"the ONNX exporter (torch.onnx.export, dynamo=True) could not translate {what} "
                         f"({type(err).__name__}: {first_line(err)}); format=pt2 saves the torch.export program "
                         f"instead") from err
-
-
-def check_inputs(example: torch.Tensor, about: dict) -> list[torch.Tensor]:
-    """Inputs of two batch sizes (1 and 3), neither the example's: a char LM's at the longest and a shorter length."""
-    generator = torch.Generator().manual_seed(1)
-    if "classes" in about:
-        return [torch.randn(b, *example.shape[1:], generator=generator) for b in (1, 3)]
-    context = about["context"]
-    return [torch.randint(0, about["vocab_size"], (b, t), generator=generator)
-            for b, t in ((1, context), (3, max(1, context // 2)))]
 
 
 def difference(fmt: str, out: Path, module: nn.Module, inputs: list[torch.Tensor]) -> float | None:
@@ -181,15 +129,12 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
     OUT.json beside it; returns what was written and how closely the exported model matches."""
     path = Path(run_dir)
     if (path / "config.yaml").is_file():  # the run's task first: another task's run is refused before its checkpoints
-        cfg = checkpoint.run_config(path, None, TOOL, trust_code=trust_code)
-        if task_kind(cfg) not in ("vit", "charlm"):
-            raise UserError(f"{path} is a {cfg.task.name} run; {TOOL} exports ViT (task=vit_*) and char LM "
-                            f"(task=charlm) runs only")
+        task_for_tool(checkpoint.run_config(path, None, TOOL, trust_code=trust_code), TOOL, path, verb="exports")
     run_folder = locate(path, which)[0]  # RUN_DIR, also when run_dir= names one of its checkpoint folders
     out = output_path(out, fmt, run_folder)
     run = load(path, which, device="cpu", trust_code=trust_code, tool=TOOL)
     run.model.float().eval()
-    module, name, example, dynamic, about = exportable(run)
+    module, name, example, dynamic, about, checks, holds = task_class(run.config, trust_code).exportable(run)
     what = f"the {run.task} model of {run.checkpoint}"
     program = capture(module, example, dynamic, what, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +142,7 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
         write_onnx(program, example, name, out, what)
     else:
         torch.export.save(program, out)
-    gap = difference(fmt, out, module, check_inputs(example, about))
+    gap = difference(fmt, out, module, checks)
     if gap is not None and not gap <= TOLERANCE:
         out.unlink(missing_ok=True)
         raise UserError(f"the exported {fmt} model's logits differ from PyTorch's by {gap:.3g} (more than "
@@ -207,7 +152,7 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
              "multitx_version": __version__, "torch_version": torch.__version__.split("+")[0], **about}
     sidecar = out.with_name(out.name + ".json")
     atomic_write_bytes(sidecar, (json.dumps(about, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
-    return {"model": out, "json": sidecar, "difference": gap, "about": about}
+    return {"model": out, "json": sidecar, "difference": gap, "about": about, "holds": holds}
 
 
 def main(argv: list[str]) -> None:
@@ -219,8 +164,7 @@ def main(argv: list[str]) -> None:
     print(f"wrote {done['model']} ({about['format']}, {done['model'].stat().st_size / 1e6:.2f} MB): "
           f"{about['input']['name']} {shape(about['input']['shape'])} {about['input']['dtype']} -> "
           f"logits {shape(about['output']['shape'])}")
-    print(f"wrote {done['json']} ("
-          + ("class names, image size, channels, mean, std" if "classes" in about else "chars and context") + ")")
+    print(f"wrote {done['json']} ({done['holds']})")
     print("checked: onnxruntime is not installed, so the ONNX file was not run" if gap is None else
           f"checked: max |exported - PyTorch| = {gap:.2g} on batches of 1 and 3")
 

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
     blanks_in(prompt, mask_char)  # before anything is loaded
     runtime = setup_runtime(str(args["device"]), "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
-               trust_code=args["trust_code"], task="mlm", tool=TOOL)
+               trust_code=args["trust_code"], tool=TOOL)
     print(fill(run, prompt, mask_char=mask_char, order=str(args["order"])))
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+import multitx.tasks  # noqa: F401 - the built-in tasks register: a tool's refusal names those it reads
 from multitx.engine import checkpoint
-from multitx.engine.task import Task
+from multitx.engine.task import Task, task_for_tool
 from multitx.engine.trust import is_built_in
 from multitx.errors import UserError
 from multitx.imports import named_class
@@ -61,10 +62,13 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
          tool: str = "multitx.load") -> Loaded:
     """The model of a run (its best checkpoint; which="latest" or a folder for another) or of one
     checkpoint folder, ready to use.
-    task: refuse a run of any other task (e.g. "charlm"), naming `tool` in the one-line error."""
+    task: refuse a run of any other task (e.g. "charlm"); tool: the command asking (e.g. "multitx.sample"),
+    which refuses a run whose task does not list it among its `tools`, in one line."""
     run_dir, folder, source = locate(Path(path), which)
     cfg = checkpoint.run_config(source, task, tool, trust_code=trust_code)
     cls = task_class(cfg, trust_code)
+    if tool != "multitx.load":
+        task_for_tool(cfg, tool, run_dir)
     artifacts = checkpoint.read_artifacts(folder, cls.artifact_files, run_dir)
     try:
         model, extras = cls.build(cfg.model, artifacts)

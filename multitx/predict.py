@@ -49,6 +49,7 @@ from multitx.data.images.datasets import IMAGE_SUFFIXES
 from multitx.data.images.images import decode_image, fit
 from multitx.engine import checkpoint
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.task import task_for_tool
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.loading import Loaded, load, locate
@@ -70,7 +71,7 @@ def predict(loaded: Loaded, images_or_paths, top_k: int = 5, *, batch_size: int 
             progress: bool = False) -> list[Prediction]:
     """The top_k (class, probability) pairs of each image, most probable first, in the order given.
     `loaded` is a ViT run from multitx.load; images are read batch_size at a time."""
-    check_vit(loaded.task, loaded.checkpoint.parent.parent)
+    task_for_tool(loaded.config, TOOL, loaded.checkpoint.parent.parent)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise UserError(f"top_k must be a whole number at least 1, got {top_k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -95,12 +96,6 @@ def predict(loaded: Loaded, images_or_paths, top_k: int = 5, *, batch_size: int 
                     for row_p, row_i in zip(values.tolist(), indices.tolist(), strict=True)]
             bar.update(len(chunk))
     return out
-
-
-def check_vit(task: str, where) -> None:
-    """A run of task.name vit_* (vit_cifar, vit_fashion, a custom vit task); one line for any other."""
-    if not str(task).startswith("vit"):
-        raise UserError(f"{where} is a {task} run; {TOOL} needs a ViT run (task=vit_*)")
 
 
 def as_items(images_or_paths) -> list:
@@ -174,8 +169,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv, PredictArgs, __doc__)
     files, folder = images_given(str(args["image"]))
     run_dir, _, source = locate(Path(str(args["run_dir"])), str(args["checkpoint"]))
-    cfg = checkpoint.run_config(source, None, TOOL, trust_code=True)  # only to read task.name: imports nothing
-    check_vit(str(cfg.task.name), args["run_dir"])
+    cfg = checkpoint.run_config(source, None, TOOL, trust_code=args["trust_code"])
+    task_for_tool(cfg, TOOL, args["run_dir"])  # before the images are read
     out = output_file(str(args["out"]), run_dir) if folder or args["out"] else None
     runtime = setup_runtime(str(args["device"]), "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv, SampleArgs, __doc__)
     runtime = setup_runtime(args["device"], "fp32")
     run = load(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
-               trust_code=args["trust_code"], task="charlm", tool="multitx.sample")
+               trust_code=args["trust_code"], tool="multitx.sample")
     model, vocab = run.model, run.vocab
     prompt = str(args["prompt"]) or "\n"
     ids = torch.tensor([vocab.encode(prompt)], device=runtime.device)  # (1, T)

@@ -86,3 +86,47 @@ def test_an_upward_import_is_found_even_inside_a_function(tmp_path):
     (copy / "nn" / "__init__.py").write_text("")
     (copy / "nn" / "leaky.py").write_text("def f():\n    from multitx.engine.trainer import train\n")
     assert upward_imports(copy) == ["multitx/nn/leaky.py:2 imports multitx.engine.trainer (engine, a layer above nn)"]
+
+
+# Which task a run is, and what follows from it, is the task's own business (engine/task.py: `tools`, `inspect`,
+# `exportable`): no module outside multitx/tasks/ compares a task name. The exceptions say why.
+NAMES_TASKS_BECAUSE = {
+    "engine/migrate.py": "reads release 0.1's run folders, whose layout depended on the task's name",
+}
+
+
+def task_name_comparisons(package: Path = PACKAGE) -> list[str]:
+    """`x == "vit"`, `x in ("charlm", "mlm")`, `x.startswith("vit")`: a registered task's name compared,
+    outside multitx/tasks/ (benchmarks choose their recipes by name, as a user does on the command line)."""
+    import multitx.tasks  # noqa: F401 - the built-in tasks register
+    from multitx.engine.task import TASKS
+
+    names = set(TASKS)
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where.split("/")[0] in ("tasks", "benchmarks") or where in NAMES_TASKS_BECAUSE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                compared = [node.left, *node.comparators]
+                compared += [e for op, c in zip(node.ops, node.comparators, strict=True)  # x in ("charlm", ...)
+                             if isinstance(op, (ast.In, ast.NotIn)) and isinstance(c, (ast.Tuple, ast.List, ast.Set))
+                             for e in c.elts]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("startswith", "endswith"):
+                compared = node.args
+            else:
+                continue
+            found += [f"multitx/{where}:{node.lineno} compares {c.value!r}" for c in compared
+                      if isinstance(c, ast.Constant) and c.value in names]
+    return found
+
+
+def test_no_module_outside_tasks_decides_by_a_task_name():
+    assert task_name_comparisons() == []
+
+
+def test_a_task_name_compared_outside_tasks_is_found(tmp_path):
+    (tmp_path / "export.py").write_text("def f(cfg):\n    return cfg.task.name.startswith('vit')\n")
+    assert task_name_comparisons(tmp_path) == ["multitx/export.py:2 compares 'vit'"]

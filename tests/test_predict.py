@@ -192,7 +192,8 @@ def broken(runs) -> dict[str, str]:
 BAD = [
     (["run_dir={images}", "image={picture}"], "{images} is not a multitx run folder (no config.yaml)"),
     (["run_dir={missing}", "image={picture}"], "run_dir={missing} does not exist"),
-    (["run_dir={charlm}", "image={picture}"], "{charlm} is a charlm run; multitx.predict needs a ViT run (task=vit_*)"),
+    (["run_dir={charlm}", "image={picture}"],
+     "{charlm} is a charlm run; multitx.predict reads ViT (task=vit_*) runs only"),
     (["run_dir={vit}", "image={bad_png}"], "cannot read image {bad_png}"),
     (["run_dir={vit}", "image={corrupt}", "out={out}"], "cannot read image {bad_png}"),
     (["run_dir={vit}", "image={missing}"], "image={missing} does not exist"),

@@ -1,9 +1,12 @@
-"""What the one training loop needs from a task.
+"""What the one training loop, and the commands that read its runs, need from a task.
 
 A task ties a model, its data, its loss and its metrics together. The engine
 (multitx/engine/trainer.py) only calls the methods below, so adding a task
 means writing a subclass and a config file under multitx/config/task/; the
-trunk and the loop stay as they are.
+trunk and the loop stay as they are. The commands that read a run (sample,
+predict, inspect, export, ...) ask its task too: `tools` names those that serve
+it, and `inspect` and `exportable` do the task's part of the last two, so no
+module outside multitx/tasks/ needs to know which task a run is.
 
 One path from a run's settings to its model, for training and for loading:
 
@@ -19,7 +22,7 @@ A task's own keys are the fields of its `settings` dataclass (its `model` sectio
 """
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +36,7 @@ from multitx.config.rules import Text
 from multitx.config.settings import defaults_of, for_checking, rules_of
 from multitx.engine.runtime import Runtime
 from multitx.errors import UserError
+from multitx.nn.trace import Trace
 from multitx.registry import Registry
 
 RIGHT, WRONG, NEUTRAL = "#1a7f37", "#c62828", "#222222"  # colours of Examples' titles: legible on white
@@ -47,6 +51,35 @@ class Examples(NamedTuple):
     notes: list[str] | None = None  # grey text beneath each image, e.g. its reference caption
 
 
+@dataclass
+class Inspection:
+    """A model run once on one input under multitx.trace (python -m multitx.inspect draws it)."""
+    view: str  # how to draw it: "tokens" (text), "patches" (an image classifier), "caption" (image -> words)
+    checkpoint: Path
+    source: str  # where the input came from
+    tokens: list[str]  # a label for each query token: characters, "CLS" and patches, or the words written
+    keys: list[str]  # a label for each key token of self-attention
+    output: str  # what the model made of it: text, classes with probabilities, a caption
+    trace: Trace
+    model: nn.Module
+    image: np.ndarray | None = None  # (H, W, C) uint8: the picture the model saw
+    grid: tuple[int, int] | None = None  # patch rows and columns
+    prefix: int = 0  # tokens before the patch grid (CLS)
+    shown_words: list[str] = field(default_factory=list)  # captioner: the words whose cross-attention is drawn
+    task: str = ""  # the run's task.name, filled in by multitx.inspect
+
+
+class Exportable(NamedTuple):
+    """A run's model as python -m multitx.export captures it, and what a user of the file needs."""
+    module: nn.Module  # one tensor in, logits out
+    input_name: str  # "images", "ids"
+    example: torch.Tensor  # an input to capture with
+    dynamic: dict  # torch.export dynamic_shapes: which input dimensions may vary
+    about: dict  # written beside the file as FILE.json: input, output, pre- and postprocessing
+    checks: list[torch.Tensor]  # inputs of other sizes the exported file is run on against PyTorch
+    holds: str  # what FILE.json holds beyond the shapes, said after writing it
+
+
 class Task:
     name = "task"
     unit = "items"  # what throughput counts: tokens, images...
@@ -56,6 +89,8 @@ class Task:
     settings: type | None = None  # the dataclass of this task's own keys (model.* among them)
     rules: dict = {}  # this task's keys -> their Rule, checked before anything is built: from `settings`
     artifact_files: tuple[str, ...] = ()  # the names artifacts() returns, e.g. ("vocab.json",)
+    called, recipe = "model", "task=NAME"  # what users call its models, and how its runs are made: in messages
+    tools: tuple[str, ...] = ()  # the commands besides train that read its runs: "sample" (python -m multitx.sample)
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         self.cfg, self.runtime = cfg, runtime
@@ -128,6 +163,18 @@ class Task:
         TensorBoard), with what the model made of them; optional: None draws only the loss curves."""
         return None
 
+    @classmethod
+    def inspect(cls, run, *, prompt: str | None, image: str | None, new_tokens: int, device) -> Inspection:
+        """For "inspect" in `tools`: the model of `run` (a multitx.load result) run once under multitx.trace on
+        `prompt` or `image`, or on a sample of the run's own validation data when neither is given."""
+        raise NotImplementedError
+
+    @classmethod
+    def exportable(cls, run) -> Exportable:
+        """For "export" in `tools`: the model of `run` (a multitx.load result, on the CPU in fp32) as a module
+        of one input, with an example input and the JSON a user of the exported file needs."""
+        raise NotImplementedError
+
 
 def check_sections(settings: type, cfg: dict) -> None:
     """Build each section of `settings` whose class has a check(prefix) (a model's config) and check it."""
@@ -153,13 +200,13 @@ def task_class_of(cfg: DictConfig) -> type[Task]:
     return TASKS.resolve(target=cfg.task._target_)
 
 
-def task_kind(cfg: DictConfig) -> str | None:
-    """The registered name of the task a config is for ("charlm", "vit", ...), read without importing
-    anything: the built-in class cfg.task._target_ names, or else the registered name task.name starts
-    with (a user's task keeps its family's name, vit_mine: "vit"); None for neither."""
-    target = str(cfg.task.get("_target_", ""))
-    for name, cls in TASKS.entries.items():
-        if target == f"{cls.__module__}.{cls.__qualname__}":
-            return name
-    task_name = str(cfg.task.get("name", ""))
-    return next((name for name in TASKS if task_name == name or task_name.startswith(f"{name}_")), None)
+def task_for_tool(cfg: DictConfig, tool: str, where, verb: str = "reads") -> type[Task]:
+    """The Task class of a run's config if `tool` (e.g. "multitx.sample") is one of its `tools`; otherwise
+    one line naming the kinds of run the tool does read. Call it once the config's code is trusted."""
+    cls = task_class_of(cfg)
+    short = tool.removeprefix("python -m ").removeprefix("multitx.")
+    if short not in cls.tools:
+        serving = dict.fromkeys(f"{c.called} ({c.recipe})" for c in TASKS.entries.values() if short in c.tools)
+        raise UserError(f"{where} is a {cfg.task.get('name', '?')} run; {tool} {verb} "
+                        f"{' and '.join(serving) or 'no'} runs only")
+    return cls

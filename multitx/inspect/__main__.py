@@ -23,10 +23,11 @@ from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.rules import File, Folder, Whole
 from multitx.config.settings import setting
 from multitx.engine.runtime import setup_runtime
+from multitx.engine.task import Inspection
 from multitx.errors import UserError
 from multitx.inspect import maps
 from multitx.inspect.page import Gallery, page
-from multitx.inspect.runs import Inspection, inspect_run
+from multitx.inspect.runs import inspect_run
 from multitx.inspect.shape_trace import shape_trace
 
 
@@ -107,12 +108,12 @@ def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:
     shapes = shape_trace(ins)
     files: dict[str, bytes] = {}
     pictures = []
-    if ins.task == "charlm":
+    if ins.view == "tokens":
         galleries = [self_attention_gallery(ins.trace.layers("self"), ins.tokens, ins.keys,
                                             "Self-attention between characters", files, "attn")]
-    elif ins.task == "vit":
+    elif ins.view == "patches":
         galleries, pictures = vit_galleries(ins, files)
-    else:
+    else:  # "caption"
         galleries = caption_galleries(ins, files)
     if ins.image is not None:
         fig = Figure(figsize=(2.4, 2.4))

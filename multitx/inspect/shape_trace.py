@@ -8,7 +8,7 @@ One layer in full (the first self-attention, and the first cross-attention when
 there is one), then one line for every attention layer, then the head.
 """
 
-from multitx.inspect.runs import Inspection
+from multitx.engine.task import Inspection
 from multitx.nn.trace import AttentionRecord
 
 LETTERS = ("B batch, T tokens that ask (queries), S tokens that answer (keys and values), D width, "
@@ -58,7 +58,7 @@ def shape_trace(inspection: Inspection) -> str:
     lines.append("")
     for kind in ("self", "cross"):
         records = trace.layers(kind)
-        if inspection.task == "caption" and kind == "self":
+        if kind == "self" and trace.layers("cross"):  # an encoder-decoder: the decoder's self-attention
             records = [r for r in records if r.name.startswith("decoder")] or records
         if records:
             first = records[0]

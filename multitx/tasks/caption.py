@@ -21,13 +21,16 @@ from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.bleu_cider import caption_scores
 from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.vocab import WordVocab, normalize
+from multitx.data.images.images import decode_image
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
-from multitx.engine.task import NEUTRAL, RIGHT, Examples, Task, register_task
+from multitx.engine.task import NEUTRAL, RIGHT, Examples, Inspection, Task, register_task
 from multitx.engine.validation import data_class
+from multitx.errors import UserError
 from multitx.models.captioner import Captioner, CaptionerConfig
 from multitx.models.captioner_from_timm import captioner_from_timm
 from multitx.models.decoding import caption_images
+from multitx.nn.trace import trace
 
 DECODE_CHUNK = 256  # images captioned at once when evaluating
 
@@ -51,6 +54,8 @@ class CaptionTask(Task):
     settings = CaptionSettings
     artifact_files = ("vocab.json",)
     watch = ("bleu4", "max")
+    called, recipe = "captioner", "task=caption"
+    tools = ("caption", "evaluate", "inspect")
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
@@ -191,6 +196,32 @@ class CaptionTask(Task):
                         colours=[RIGHT if normalize(w) in {normalize(x) for x in r} else NEUTRAL
                                  for w, r in zip(written, refs, strict=True)],
                         notes=[f"reference: {r[0]}" for r in refs])
+
+    @classmethod
+    def inspect(cls, run, *, prompt: str | None, image: str | None, new_tokens: int, device) -> Inspection:
+        """The model captioning `image` (or the first validation image of the run), then reading its own caption
+        again, teacher-forced, under the trace: query j writes word j + 1."""
+        if prompt is not None:
+            raise UserError(f"prompt= is for charlm runs; a {run.task} run takes image=PATH")
+        model, vocab, cfg = run.model, run.vocab, run.config
+        size = model.config.image_size
+        if image:
+            pixels, source = decode_image(Path(image), size), f"image={image}"  # (3, H, W) uint8
+        else:
+            split = load_split(cfg.data, "val", size, cfg.data_dir)
+            pixels, source = split.images[0], f"the first validation image of the run ({split.names[0]})"
+        x = pixels[None].to(device).float() / 255  # (1, 3, H, W)
+        with torch.no_grad():
+            words = caption_images(model, x, bos=vocab.bos_id, eos=vocab.eos_id, beam=1)[0]
+            ids = torch.tensor([[vocab.bos_id, *words, vocab.eos_id]], device=device)  # (1, n + 2)
+            with trace(model) as recorded:
+                model(x, ids)
+        reads = ["<bos>"] + [vocab.vocab[i] for i in words]  # what the decoder reads
+        writes = [vocab.vocab[i] for i in words] + ["<eos>"]  # what each position writes
+        tok = model.tokenizer
+        return Inspection("caption", run.checkpoint, source, writes, reads, vocab.decode(words), recorded, model,
+                          image=pixels.permute(1, 2, 0).numpy(), grid=tok.grid, prefix=tok.num_prefix_tokens,
+                          shown_words=writes)
 
 
 def subset(split: CaptionSplit, indices) -> CaptionSplit:

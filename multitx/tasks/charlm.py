@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from multitx.config.rules import Whole
 from multitx.config.settings import from_settings, section, setting
 from multitx.data.text.corpus import TokenWindows
 from multitx.data.text.vocab import CharVocab
-from multitx.engine.task import register_task
+from multitx.engine.task import Exportable, register_task
 from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
 from multitx.tasks.text import TextTask
@@ -26,6 +27,8 @@ class CharLMSettings:
 class CharLMTask(TextTask):
     name = "charlm"
     settings = CharLMSettings
+    called, recipe = "char LM", "task=charlm"
+    tools = ("sample", "evaluate", "inspect", "export")
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
@@ -76,3 +79,35 @@ class CharLMTask(TextTask):
         with self.runtime.autocast():
             ids = model.generate(start, n, temperature=0.8, top_k=40, generator=generator)
         return self.vocab.decode(ids[0, 1:].tolist())
+
+    @classmethod
+    def exportable(cls, run) -> Exportable:
+        """ids (B, T) int64, 1 <= T <= context -> logits (B, T, vocab); B and T dynamic."""
+        context, vocab = int(run.config.model.context), run.vocab
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randint(0, vocab.vocab_size, (2, min(context, 8)), generator=generator)
+        # T dynamic up to the context (the learned position table's length); a context of 1 leaves nothing to vary
+        batch = torch.export.Dim("batch", min=1)
+        dims = {0: batch, 1: torch.export.Dim("tokens", min=1, max=context)} if context > 1 else {0: batch}
+        tokens = "tokens" if context > 1 else 1
+        about = {"input": {"name": "ids", "dtype": "int64", "shape": ["batch", tokens], "max_tokens": context},
+                 "output": {"name": "logits", "dtype": "float32", "shape": ["batch", tokens, vocab.vocab_size]},
+                 "chars": vocab.chars, "vocab_size": vocab.vocab_size, "context": context,
+                 "preprocess": "id i is chars[i]; at most `context` ids at once (keep the last ones)",
+                 "postprocess": "softmax(logits[:, -1] / temperature) is the next character's distribution"}
+        generator.manual_seed(1)  # two batch sizes, neither the example's: at the longest length and a shorter one
+        checks = [torch.randint(0, vocab.vocab_size, (b, t), generator=generator)
+                  for b, t in ((1, context), (3, max(1, context // 2)))]
+        return Exportable(LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about, checks,
+                          "chars and context")
+
+
+class LogitsOnly(nn.Module):
+    """A char LM as an exported graph takes it: ids (B, T) -> logits (B, T, vocab), no loss, no KV cache."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids)[0]

@@ -117,6 +117,9 @@ class MaskedLMSettings:
 class MaskedLMTask(TextTask):
     name = "mlm"
     settings = MaskedLMSettings
+    called, recipe = "masked LM", "task=mlm"
+    tools = ("fill", "evaluate", "inspect")
+    writes = False  # inspect: it reads the prompt at once, both ways, and writes nothing after it
 
     @property
     def mask_id(self) -> int:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
@@ -20,12 +21,14 @@ from multitx.config.settings import from_settings, plain, section, setting, sett
 from multitx.data.images.augment import AugmentConfig, DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import ImageSet, load_images
+from multitx.data.images.images import decode_image
 from multitx.data.images.splits import hold_out
 from multitx.engine.runtime import Runtime
-from multitx.engine.task import RIGHT, WRONG, Examples, Task, register_task
+from multitx.engine.task import RIGHT, WRONG, Examples, Exportable, Inspection, Task, register_task
 from multitx.errors import UserError
 from multitx.models.vit import ViT, ViTConfig
 from multitx.nn.patches import pair
+from multitx.nn.trace import trace
 from multitx.tasks.scores import Scores, classify
 
 
@@ -47,6 +50,8 @@ class ViTTask(Task):
     settings = ViTSettings
     artifact_files = ("classes.json",)
     watch = ("val_acc", "max")
+    called, recipe = "ViT", "task=vit_*"
+    tools = ("predict", "evaluate", "inspect", "export")
 
     @classmethod
     def check(cls, cfg: dict) -> None:
@@ -189,6 +194,59 @@ class ViTTask(Task):
         return Examples(images=images.permute(0, 2, 3, 1).numpy(),  # (n, H, W, C)
                         titles=[f"{self.classes[p]} / {self.classes[t]}" for p, t in pairs],
                         colours=[RIGHT if p == t else WRONG for p, t in pairs], heading="predicted / true")
+
+    @classmethod
+    def inspect(cls, run, *, prompt: str | None, image: str | None, new_tokens: int, device,
+                top_k: int = 5) -> Inspection:
+        """The model on `image`, or on the first image of the run's evaluation split: its top classes."""
+        if prompt is not None:
+            raise UserError(f"prompt= is for charlm runs; a {run.task} run takes image=PATH")
+        model, info = run.model, {**run.info, "classes": run.classes}
+        pixels, source = input_image(run.config, info, image)
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+        x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float().to(device) / 255  # (1, C, H, W)
+        mean = torch.tensor(info["mean"], device=device).view(1, -1, 1, 1)
+        std = torch.tensor(info["std"], device=device).view(1, -1, 1, 1)
+        with torch.no_grad(), trace(model) as recorded:
+            probs = model((x - mean) / std).softmax(-1)[0]  # (classes,)
+        top = probs.topk(min(top_k, len(probs)))
+        output = "\n".join(f"{info['classes'][i]}: {p:.1%}" for p, i in zip(top.values.tolist(),
+                                                                           top.indices.tolist(), strict=True))
+        tok = model.tokenizer
+        h, w = tok.grid
+        keys = ["CLS"] * tok.num_prefix_tokens + [f"patch ({r},{c})" for r in range(h) for c in range(w)]
+        return Inspection("patches", run.checkpoint, source, keys, keys, output, recorded, model, image=pixels,
+                          grid=tok.grid, prefix=tok.num_prefix_tokens)
+
+    @classmethod
+    def exportable(cls, run) -> Exportable:
+        """images (B, C, H, W) float32, normalised -> logits (B, classes); B dynamic."""
+        channels, (height, width) = int(run.info["channels"]), tuple(run.info["image_size"])
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(2, channels, height, width, generator=generator)
+        about = {"input": {"name": "images", "dtype": "float32", "shape": ["batch", channels, height, width]},
+                 "output": {"name": "logits", "dtype": "float32", "shape": ["batch", len(run.classes)]},
+                 "classes": list(run.classes), "image_size": [height, width], "channels": channels,
+                 "mean": list(run.info["mean"]), "std": list(run.info["std"]),
+                 "preprocess": f"scale the image (bicubic, antialiased) until it covers {height}x{width}, keeping "
+                               f"its aspect ratio, and cut out the centre; {'RGB' if channels == 3 else 'grey'} "
+                               f"pixels / 255, minus mean, divided by std, per channel; (C, H, W) order",
+                 "postprocess": "softmax(logits) over the classes; classes[argmax] is the prediction"}
+        generator.manual_seed(1)  # two batch sizes, neither the example's
+        checks = [torch.randn(b, channels, height, width, generator=generator) for b in (1, 3)]
+        return Exportable(run.model, "images", example, {"images": {0: torch.export.Dim("batch", min=1)}}, about,
+                          checks, "class names, image size, channels, mean, std")
+
+
+def input_image(cfg, info: dict, image: str | None) -> tuple[np.ndarray, str]:
+    """(H, W, C) uint8 at the model's size: the file given, or the first image of the run's evaluation split."""
+    size, channels = tuple(info["image_size"]), int(info["channels"])
+    if image:
+        return decode_image(Path(image), size, channels).permute(1, 2, 0).numpy(), f"image={image}"
+    _, evaluation = load_images(cfg.data, Path(cfg.data_dir), size)
+    truth = evaluation.classes[int(evaluation.labels[0])]
+    return evaluation.images[0].permute(1, 2, 0).numpy(), f"the first evaluation image of the run (a {truth})"
 
 
 def timm_name(spec) -> str:
