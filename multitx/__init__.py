@@ -7,7 +7,9 @@ from multitx.config.settings import section, setting
 from multitx.data.captions.vocab import WordVocab
 from multitx.data.images.datasets import ImageSet
 from multitx.data.registry import CaptionData, DataSettings, ImageData, TextData, register_dataset
+from multitx.data.text.tokenizers import TextTokenizer, register_text_tokenizer
 from multitx.data.text.vocab import CharVocab
+from multitx.engine.loggers import MetricLogger, register_logger
 from multitx.engine.muon import Muon
 from multitx.engine.task import Task, register_task
 from multitx.errors import UserError
@@ -26,7 +28,8 @@ __version__ = "0.2.0"
 __all__ = [
     "Attention", "Block", "CaptionData", "Captioner", "CaptionerConfig", "CharVocab", "ClassifierHead", "ConvPatches",
     "ConvStemPatches", "DataSettings", "ImageData", "ImageSet", "KVCache", "LMHead", "LanguageModel",
-    "LanguageModelConfig", "LinearPatches", "Loaded", "Muon", "PatchTokenizer", "Task", "TextData", "TextEmbedder",
-    "Trace", "Trunk", "TrunkConfig", "UserError", "ViT", "ViTConfig", "WordVocab", "build_vit", "load",
-    "register_dataset", "register_task", "register_tokenizer", "section", "setting", "trace", "vit_from_timm",
+    "LanguageModelConfig", "LinearPatches", "Loaded", "MetricLogger", "Muon", "PatchTokenizer", "Task", "TextData",
+    "TextEmbedder", "TextTokenizer", "Trace", "Trunk", "TrunkConfig", "UserError", "ViT", "ViTConfig", "WordVocab",
+    "build_vit", "load", "register_dataset", "register_logger", "register_task", "register_text_tokenizer",
+    "register_tokenizer", "section", "setting", "trace", "vit_from_timm",
 ]

@@ -26,6 +26,7 @@ from multitx.engine.task import Task, task_for_tool
 from multitx.engine.trust import is_built_in
 from multitx.errors import UserError
 from multitx.imports import named_class
+from multitx.registry import import_modules
 
 
 @dataclass
@@ -65,8 +66,10 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
     task: refuse a run of any other task (e.g. "charlm"); tool: the command asking (e.g. "multitx.sample"),
     which refuses a run whose task does not list it among its `tools`, in one line."""
     run_dir, folder, source = locate(Path(path), which)
-    cfg = checkpoint.run_config(source, task, tool, trust_code=trust_code)
+    cfg = checkpoint.run_config(source, task, tool, trust_code=trust_code)  # refuses code unless trusted
     cls = task_class(cfg, trust_code)
+    if isinstance(cfg.get("data"), DictConfig):  # what the user's package registers: a tokenizer, say
+        import_modules(cfg.data.get("module"), "data.module")
     if tool != "multitx.load":
         task_for_tool(cfg, tool, run_dir)
     artifacts = checkpoint.read_artifacts(folder, cls.artifact_files, run_dir)

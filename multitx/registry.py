@@ -8,7 +8,8 @@
 A setting picks an entry by its registered name; `module` (a module or a list of them)
 is imported first, so that what a user's package registers is known; `_target_`
 names a class by import path instead (package.module.Class). Tasks (engine/task.py),
-datasets (data/registry.py) and patch tokenizers (nn/patches.py) each have one, in the
+datasets (data/registry.py), patch tokenizers (nn/patches.py), text tokenizers
+(data/text/tokenizers.py) and metric loggers (engine/loggers.py) each have one, in the
 layer of what they hold. Importing what a setting names is for the command the user typed:
 loading a run folder refuses it unless the user trusts it (multitx/engine/trust.py).
 """
@@ -24,8 +25,9 @@ class Registry:
     """Named subclasses of `base` (what a `key` setting chooses among), in registration order."""
 
     def __init__(self, what: str, key: str, base: type, public: str = "",
-                 on_register: Callable[[str, type], None] | None = None):
+                 on_register: Callable[[str, type], None] | None = None, module_key: str = ""):
         self.what, self.key, self.base = what, key, base
+        self.module_key = module_key or f"{key}.module"  # the key that imports a user's package first
         self.public = public or f"{base.__module__}.{base.__qualname__}"  # the base as users know it
         self.entries: dict[str, type] = {}
         self.on_register = on_register  # told of each entry: e.g. the config store learns its settings
@@ -57,16 +59,16 @@ class Registry:
         """The class registered as `name`, or one line that lists the names there are."""
         if name not in self.entries:
             raise UserError(f"unknown {self.what} {name!r}; registered: {', '.join(sorted(self.entries))}. "
-                            f"One registered in your own package also needs {self.key}.module=YOUR_MODULE")
+                            f"One registered in your own package also needs {self.module_key}=YOUR_MODULE")
         cls = self.entries[name]
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise UserError(f"{self.key}.name={name} is not a subclass of {self.public}")
+            raise UserError(f"the {self.what} registered as {name!r} is not a subclass of {self.public}")
         return cls
 
     def resolve(self, name: str | None = None, target: str | type | None = None, module=None) -> type:
         """The class a setting names: `target`, an import path (or a class, from Python), wins over `name`;
         `module` (one name or a list) is imported first."""
-        import_modules(module, f"{self.key}.module")
+        import_modules(module, self.module_key)
         if isinstance(target, type) and issubclass(target, self.base):
             return target
         if target:

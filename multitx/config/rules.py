@@ -152,15 +152,19 @@ class Text(Rule):
 
 @dataclass(frozen=True)
 class Names(Rule):
-    """One import name or a list of them (model.tokenizer.module)."""
+    """One name or a list of them: modules to import (model.tokenizer.module), registered loggers (loggers)."""
+
+    what: str = "a module name"
+    empty: bool = False  # [] is allowed
 
     def accepts(self, value) -> bool:
         values = [value] if isinstance(value, str) else list(value) if isinstance(value, (Sequence, ListConfig)) \
             else None
-        return bool(values) and all(isinstance(v, str) and v.strip() for v in values)
+        return values is not None and (bool(values) or self.empty) and all(isinstance(v, str) and v.strip()
+                                                                           for v in values)
 
     def describe(self) -> str:
-        return "a module name or a list of them"
+        return f"{self.what} or a list of them" + (" (or [])" if self.empty else "")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from multitx.config.rules import (
     Choice,
     Flag,
     Folder,
+    Names,
     Number,
     Numbers,
     Resume,
@@ -80,7 +81,12 @@ class TrainingConfig:
                              "stop | skip: what a NaN/inf loss or gradient does")
     max_skipped_steps: int = setting(10, Whole(min=0), "with nonfinite=skip, stop after this many skipped steps")
     progress: bool = setting(True, Flag(), "a tqdm progress bar")
-    plots: bool = setting(True, Flag(), "RUN_DIR/plots/ (and TensorBoard images) at each evaluation")
+    plots: bool = setting(True, Flag(), "RUN_DIR/plots/ (and the loggers' images) at each evaluation")
+    loggers: list = setting(["tensorboard"], Names(what="a registered logger's name", empty=True),
+                            "where numbers and pictures go besides metrics.jsonl: registered metric loggers "
+                            "(engine/loggers.py): tensorboard | yours; [] for none")
+    loggers_module: str | list | None = setting(None, Names(null=True),
+                                                "imported first, so that the loggers it registers are known")
     data_dir: str = setting("datasets", Folder(must_exist=False), "where datasets are downloaded and cached")
     debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
 

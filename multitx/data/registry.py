@@ -49,6 +49,8 @@ class DataSettings:
 @dataclass
 class TextData(DataSettings):
     kind: ClassVar[str] = "text"
+    tokenizer: str = setting("char", Text(), "how the text becomes tokens: a registered text tokenizer "
+                             "(data/text/tokenizers.py): char | yours")
 
     @classmethod
     def text(cls, data, data_dir) -> str:

@@ -1,29 +1,31 @@
-"""Where a run's numbers go: RUN_DIR/metrics.jsonl (one JSON line per evaluation),
-RUN_DIR/steps.jsonl (one line per optimizer step) and TensorBoard events (scalars, and the
-pictures multitx.engine.plots draws at each evaluation)."""
+"""Where a run's numbers go: RUN_DIR/metrics.jsonl (one JSON line per evaluation) and
+RUN_DIR/steps.jsonl (one line per optimizer step), always, and each logger `loggers=[...]`
+chose (engine/loggers.py: TensorBoard by default), which also gets the pictures
+multitx.engine.plots draws at each evaluation."""
 
 import json
 import math
 import time
 from pathlib import Path
 
+from multitx.engine.loggers import MetricLogger
+
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, loggers: list[MetricLogger] | None = None):
         self.enabled = enabled
+        self.loggers = list(loggers or []) if enabled else []
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
-
         self.evals = open_for_append(Path(run_dir) / "metrics.jsonl")
         self.steps = open_for_append(Path(run_dir) / "steps.jsonl")
-        self.board = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         self.last_flush = time.monotonic()
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.enabled:
             self.steps.write(json.dumps({"step": step, "loss": loss, "lr": lr}) + "\n")
-            self.board.add_scalar("train/loss_step", loss, step)
+            for logger in self.loggers:
+                logger.scalars({"train/loss_step": loss}, step)
             if time.monotonic() - self.last_flush > 1.0:  # `tail -f steps.jsonl` stays current
                 self.flush()
 
@@ -31,30 +33,32 @@ class MetricsLog:
         if not self.enabled:
             return
         self.evals.write(json.dumps({"step": step, **{k: clean(v) for k, v in metrics.items()}}) + "\n")
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self.board.add_scalar(name.replace("val_", "val/").replace("train_", "train/"), value, step)
+        numbers = {name.replace("val_", "val/").replace("train_", "train/"): value for name, value in metrics.items()
+                   if isinstance(value, (int, float))}
+        for logger in self.loggers:
+            logger.scalars(numbers, step)
         self.flush()
 
     def image(self, tag: str, rgb, step: int) -> None:
         """A picture, (H, W, 3) uint8 RGB, under `tag` at `step` (TensorBoard's Images tab)."""
-        if self.enabled:
-            self.board.add_image(tag, rgb, step, dataformats="HWC")
-            self.board.flush()
+        for logger in self.loggers:
+            logger.image(tag, rgb, step)
 
     def flush(self) -> None:
         if self.enabled:
             self.last_flush = time.monotonic()
             self.evals.flush()
             self.steps.flush()
-            self.board.flush()
+            for logger in self.loggers:
+                logger.flush()
 
     def close(self) -> None:
         if self.enabled:
             self.flush()
             self.evals.close()
             self.steps.close()
-            self.board.close()
+            for logger in self.loggers:
+                logger.close()
 
 
 def open_for_append(path: Path):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from multitx.config.rules import Target
 from multitx.engine import checkpoint
 from multitx.engine.length import check_has_epochs, resolve_length
+from multitx.engine.loggers import logger_classes
 from multitx.engine.metrics import MetricsLog
 from multitx.engine.optimizers import build_optimizer
 from multitx.engine.run_setup import build_model, lock_run, restore, resume_point
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> dict:
     task_class = task_class_of(cfg)
     validate(cfg, task_class)
     check_has_epochs(cfg, task_class)
+    logger_classes(cfg.get("loggers", ["tensorboard"]), cfg.get("loggers_module"))  # an unknown name: one line now
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = lock_run(Path(cfg.run_dir), runtime)
     try:
@@ -98,7 +100,9 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
         (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
         for name, content in artifacts.items():  # each checkpoint holds them too
             (run_dir / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
-    log = MetricsLog(run_dir, enabled=runtime.is_main)
+    loggers = [cls(run_dir, OmegaConf.to_container(cfg, resolve=True))
+               for cls in logger_classes(cfg.get("loggers", ["tensorboard"]))] if runtime.is_main else []
+    log = MetricsLog(run_dir, enabled=runtime.is_main, loggers=loggers)
 
     forward_model = torch.compile(model) if cfg.compile else model
     if runtime.distributed:

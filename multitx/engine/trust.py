@@ -3,7 +3,7 @@
 Loading reads data, never code: weights through safetensors, training state
 through torch.load(weights_only=True), config.yaml as plain YAML. What could
 still run code is a setting that names it: a module to import
-(`model.tokenizer.module`, `data.module`) or a class to build (`model.tokenizer._target_`,
+(`model.tokenizer.module`, `data.module`, `loggers_module`) or a class to build (`model.tokenizer._target_`,
 or a `task._target_` other than multitx's own tasks). `sample`, `caption` and every
 other command that loads a run refuse such a run folder unless the user adds
 `trust_code=true` to that command (as Hugging Face's trust_remote_code). Training
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from multitx.errors import UserError
 
 BUILT_IN = "multitx.tasks."  # the tasks that come with multitx: task._target_=multitx.tasks.MODULE.CLASS
-CODE_KEYS = ("_target_", "module")
+CODE_KEYS = ("_target_", "module", "loggers_module")
 
 
 def code_named(cfg: DictConfig) -> list[tuple[str, object]]:

@@ -10,7 +10,7 @@ from torch import nn
 from multitx.config.rules import Whole
 from multitx.config.settings import from_settings, section, setting
 from multitx.data.text.corpus import TokenWindows
-from multitx.data.text.vocab import CharVocab
+from multitx.data.text.tokenizers import tokenizer_from_state
 from multitx.engine.task import Exportable, register_task
 from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
@@ -32,7 +32,7 @@ class CharLMTask(TextTask):
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
-        vocab = CharVocab.from_state(artifacts["vocab.json"])
+        vocab = tokenizer_from_state(artifacts["vocab.json"])
         return LanguageModel(from_settings(LanguageModelConfig, settings, vocab_size=vocab.vocab_size)), \
             {"vocab": vocab}
 
@@ -75,7 +75,7 @@ class CharLMTask(TextTask):
         if n <= 0:
             return ""
         generator = torch.Generator(self.runtime.device).manual_seed(self.cfg.seed)
-        start = torch.tensor([[self.vocab.index.get("\n", 0)]], device=self.runtime.device)  # (1, 1)
+        start = torch.tensor([[first_token(self.vocab)]], device=self.runtime.device)  # (1, 1)
         with self.runtime.autocast():
             ids = model.generate(start, n, temperature=0.8, top_k=40, generator=generator)
         return self.vocab.decode(ids[0, 1:].tolist())
@@ -100,6 +100,14 @@ class CharLMTask(TextTask):
                   for b, t in ((1, context), (3, max(1, context // 2)))]
         return Exportable(LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about, checks,
                           "chars and context")
+
+
+def first_token(vocab) -> int:
+    """Where a sample starts: a new line, if the tokenizer has one."""
+    try:
+        return vocab.encode("\n")[0]
+    except (UserError, IndexError):
+        return 0
 
 
 class LogitsOnly(nn.Module):

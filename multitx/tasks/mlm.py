@@ -35,7 +35,7 @@ from multitx.config.rules import Number, Whole
 from multitx.config.settings import from_settings, section, setting
 from multitx.data.sampler import seeded
 from multitx.data.text.corpus import TokenWindows
-from multitx.data.text.vocab import CharVocab
+from multitx.data.text.tokenizers import tokenizer_from_state
 from multitx.engine.task import register_task
 from multitx.errors import UserError
 from multitx.models.language_model import LanguageModel, LanguageModelConfig
@@ -127,7 +127,7 @@ class MaskedLMTask(TextTask):
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
-        vocab = CharVocab.from_state(artifacts["vocab.json"])
+        vocab = tokenizer_from_state(artifacts["vocab.json"])
         config = from_settings(LanguageModelConfig, settings, vocab_size=vocab.vocab_size + 1)  # + the mask token
         return LanguageModel(config), {"vocab": vocab, "mask_id": vocab.vocab_size}
 
@@ -189,7 +189,7 @@ class MaskedLMTask(TextTask):
         lines = []
         for row in range(len(inputs)):
             m = masked[row]
-            seen = "".join("█" if m[i] else self.vocab.chars[t] for i, t in enumerate(inputs[row].tolist()))
+            seen = "".join("█" if m[i] else self.vocab.decode([t]) for i, t in enumerate(inputs[row].tolist()))
             filled = torch.where(m, guesses[row], torch.where(targets[row] != IGNORE, targets[row], inputs[row]))
             right = int((guesses[row] == targets[row])[m].sum())
             lines += [f"masked: {printable(seen)}",

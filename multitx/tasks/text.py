@@ -48,7 +48,7 @@ class TextTask(Task):
         context, new_tokens = model.config.context, new_tokens if cls.writes else 0
         if prompt is None:  # the start of the run's own validation text, from a line's beginning
             corpus = load_corpus(cfg.data, Path(cfg.data_dir))
-            if corpus.vocab.chars != vocab.chars:
+            if corpus.vocab.state() != vocab.state():
                 raise UserError(f"the corpus of {run.checkpoint.parent.parent} has changed since training; "
                                 f"give prompt=\"...\" instead")
             text = vocab.decode(np.asarray(corpus.val[: 4 * context]).tolist())
@@ -65,13 +65,9 @@ class TextTask(Task):
             ids = model.generate(ids, room, temperature=0.8, top_k=40, generator=generator) if room else ids
             with trace(model) as recorded:
                 model(ids)
-        chars = [char_label(c) for c in vocab.decode(ids[0].tolist())]
+        labels = [vocab.label(token) for token in ids[0].tolist()]
         written = vocab.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
         output = f"prompt: {prompt}\nwritten: {written}" if room else \
             f"prompt: {prompt}" + (" (fills the context)" if new_tokens else " (read at once, both ways)")
-        return Inspection("tokens", run.checkpoint, source, chars, chars, output, recorded, model)
+        return Inspection("tokens", run.checkpoint, source, labels, labels, output, recorded, model)
 
-
-def char_label(c: str) -> str:
-    """A character as a label on an attention map: whitespace made visible."""
-    return {"\n": "↵", " ": "␣", "\t": "⇥"}.get(c, c)

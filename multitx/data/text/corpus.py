@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import multitx.data.text.vocab  # noqa: F401 - registers the char tokenizer
 from multitx.config.rules import File
 from multitx.config.settings import setting
 from multitx.data.registry import TextData, dataset, register_dataset
 from multitx.data.sampler import BatchSampler
-from multitx.data.text.vocab import CharVocab
+from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer, load_tokenizer
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
 
@@ -127,22 +128,25 @@ class TextFile(TextData):
 class TokenizedCorpus:
     train: np.ndarray  # (N_train,) uint16 token ids, memory-mapped
     val: np.ndarray  # (N_val,)
-    vocab: CharVocab
+    vocab: TextTokenizer
 
 
 def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
     """Tokenise a corpus into DATA_DIR/<name>/ once; memory-map it afterwards. data: the run's data
-    settings (data.name names a registered text dataset), or just the name, with `path` for textfile."""
+    settings (data.name names a registered text dataset, data.tokenizer a registered text tokenizer),
+    or just the name, with `path` for textfile."""
     data = {"name": data, "path": path} if isinstance(data, str) else data
-    name = str(data["name"])
+    name, tokenizer = str(data["name"]), str(data.get("tokenizer") or "char")
+    tokenizer_class = TEXT_TOKENIZERS.get(tokenizer)
     text = dataset(name, "text").text(data, data_dir)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    cache = Path(data_dir) / (name if name != "textfile" else f"textfile-{digest[:12]}")
+    folder = name if name != "textfile" else f"textfile-{digest[:12]}"
+    cache = Path(data_dir) / (folder if tokenizer == "char" else f"{folder}-{tokenizer}")
     stamp = cache / "source.sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
-        vocab = CharVocab.from_text(text)
+        vocab = tokenizer_class.train(text, data)
         if vocab.vocab_size > np.iinfo(np.uint16).max:
-            raise UserError(f"{name} has {vocab.vocab_size} distinct characters, more than 65535")
+            raise UserError(f"{name} has {vocab.vocab_size} tokens with data.tokenizer={tokenizer}, more than 65535")
         ids = np.array(vocab.encode(text), dtype=np.uint16)
         split = int(len(ids) * TRAIN_FRACTION)
         cache.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,7 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
         atomic_write_bytes(cache / "val.bin", ids[split:].tobytes())
         vocab.save(cache / "vocab.json")
         atomic_write_bytes(stamp, digest.encode())
-    vocab = CharVocab.load(cache / "vocab.json")
+    vocab = load_tokenizer(cache / "vocab.json")
     return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
                            np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), vocab)
 

@@ -1,12 +1,16 @@
-"""Character-level tokenizer: every distinct character of the corpus is one token."""
+"""Character-level tokenizer (data.tokenizer=char): every distinct character of the corpus is one token."""
 
 import json
 from pathlib import Path
 
+from multitx.data.text.tokenizers import TextTokenizer, register_text_tokenizer, visible
 from multitx.errors import UserError
 
 
-class CharVocab:
+@register_text_tokenizer("char")
+class CharVocab(TextTokenizer):
+    kind = "char"
+
     def __init__(self, chars: str):
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
@@ -14,6 +18,10 @@ class CharVocab:
     @classmethod
     def from_text(cls, text: str) -> "CharVocab":
         return cls("".join(sorted(set(text))))
+
+    @classmethod
+    def train(cls, text: str, data=None) -> "CharVocab":
+        return cls.from_text(text)
 
     @property
     def vocab_size(self) -> int:
@@ -30,18 +38,18 @@ class CharVocab:
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def label(self, token: int) -> str:
+        return visible(self.chars[token])
+
     def state(self) -> dict:
         """The vocabulary as a JSON object (a run's vocab.json)."""
-        return {"kind": "char", "chars": self.chars}
+        return {"kind": self.kind, "chars": self.chars}
 
     @classmethod
     def from_state(cls, data: dict, where: str = "vocab.json") -> "CharVocab":
         if not isinstance(data, dict) or not isinstance(data.get("chars"), str):
             raise UserError(f"{where} is not a character vocabulary (it has no 'chars')")
         return cls(data["chars"])
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.state(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> "CharVocab":

@@ -1,0 +1,86 @@
+"""Text tokenizers by name: `data.tokenizer=NAME` picks how a text task's corpus becomes token ids.
+
+A tokenizer learns its vocabulary from the training text once (train), turns text into ids and
+back (encode, decode), and saves itself as a JSON object that every run and checkpoint folder
+keeps as vocab.json (state, from_state). That object names its kind, and loading a run asks this
+registry for the class of that name: nothing a vocab.json says is imported.
+
+    @register_text_tokenizer("mine")          # data.module=my_pkg data.tokenizer=mine
+    class MyTokenizer(TextTokenizer): ...
+"""
+
+import json
+from pathlib import Path
+
+from multitx.errors import UserError
+from multitx.files import atomic_write_bytes
+from multitx.registry import Registry
+
+
+class TextTokenizer:
+    """What a text task needs of a tokenizer. Ids run from 0 to vocab_size - 1."""
+
+    kind = ""  # its registered name, saved in vocab.json as "kind"
+
+    @classmethod
+    def train(cls, text: str, data) -> "TextTokenizer":
+        """Learn a vocabulary from the training text; `data`: the run's data settings (e.g. a vocabulary size)."""
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`; one line (a UserError) for text it cannot encode."""
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """The tokenizer as a JSON object with "kind": a run's vocab.json."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, data: dict, where: str = "vocab.json") -> "TextTokenizer":
+        raise NotImplementedError
+
+    def label(self, token: int) -> str:
+        """One token as a label on an attention map: its text, whitespace made visible."""
+        return visible(self.decode([token]))
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(Path(path), json.dumps(self.state(), ensure_ascii=False).encode("utf-8"))
+
+
+def visible(text: str) -> str:
+    return text.replace("\n", "↵").replace(" ", "␣").replace("\t", "⇥")
+
+
+TEXT_TOKENIZERS = Registry("text tokenizer", "data.tokenizer", TextTokenizer, "multitx.TextTokenizer",
+                           module_key="data.module")
+register_text_tokenizer = TEXT_TOKENIZERS.register
+
+
+def tokenizer_from_state(data, where: str = "vocab.json") -> TextTokenizer:
+    """The tokenizer a vocab.json describes, by the registered kind it names (a character vocabulary saved
+    before kinds were written has none: "char")."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where} is not a tokenizer (a JSON object with a 'kind')")
+    kind = data.get("kind", "char")
+    if kind not in TEXT_TOKENIZERS:
+        raise UserError(f"{where} is a {kind!r} tokenizer, which is not registered here (registered: "
+                        f"{', '.join(TEXT_TOKENIZERS)}); a tokenizer of your own package registers when data.module "
+                        f"imports it")
+    return TEXT_TOKENIZERS.get(kind).from_state(data, where)
+
+
+def load_tokenizer(path: Path) -> TextTokenizer:
+    """The tokenizer saved at `path` (a vocab.json), of whichever registered kind it names."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read as a tokenizer ({type(err).__name__}); delete it to prepare the "
+                        f"corpus again") from None
+    return tokenizer_from_state(data, str(path))

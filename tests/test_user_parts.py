@@ -1,0 +1,66 @@
+"""A text tokenizer and a metric logger of the user's own, each one registered class in the user's package
+(tests/helpers_user_data.py), chosen from the command line as the built-in ones are: data.tokenizer=NAME with
+data.module=PACKAGE, loggers=[NAME] with loggers_module=PACKAGE."""
+
+import csv
+import json
+
+import pytest
+
+import multitx
+from tests.conftest import REPO, run_module, tiny_charlm_args
+
+ENV = {"PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory):
+    """A tiny char LM trained on UTF-8 bytes by the user's tokenizer, logging to TensorBoard and the user's CSV."""
+    root = tmp_path_factory.mktemp("user_parts")
+    corpus = root / "corpus.txt"
+    corpus.write_text("naïve café, Grüße — to be or not to be\n" * 40, encoding="utf-8")
+    run_dir = root / "run"
+    result = run_module("multitx.train", *tiny_charlm_args(corpus, run_dir, "steps=4", "eval_every=2"),
+                        "data.module=tests.helpers_user_data", "data.tokenizer=test_bytes",
+                        "loggers=[tensorboard,test_csv]", "loggers_module=tests.helpers_user_data", "device=cpu",
+                        cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+def test_a_user_tokenizer_makes_the_tokens_and_is_saved_with_the_run(byte_run):
+    assert json.loads((byte_run / "vocab.json").read_text()) == {"kind": "test_bytes"}
+    run = multitx.load(byte_run, trust_code=True)
+    assert run.model.config.vocab_size == 256
+    assert run.vocab.decode(run.vocab.encode("Grüße")) == "Grüße"
+
+
+def test_a_user_logger_gets_every_scalar_and_picture_the_run_logs(byte_run):
+    rows = list(csv.reader((byte_run / "scalars.csv").open(encoding="utf-8")))
+    names = {name for _, name, _ in rows}
+    assert {"train/loss_step", "val/loss"} <= names
+    assert sorted({int(step) for step, name, _ in rows if name == "train/loss_step"}) == [1, 2, 3, 4]
+    images = list(csv.reader((byte_run / "images.csv").open(encoding="utf-8")))
+    assert images and all(int(h) > 0 and int(w) > 0 for _, _, h, w in images)
+    assert list((byte_run / "tensorboard").iterdir()), "the built-in logger still writes beside it"
+
+
+def test_the_run_folder_names_the_module_so_sampling_needs_trust(byte_run):
+    refused = run_module("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5", cwd=REPO, env=ENV)
+    assert refused.returncode == 2 and "trust_code=true" in refused.stderr
+    sampled = run_module("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5", "prompt=na",
+                         "trust_code=true", cwd=REPO, env=ENV)
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert sampled.stdout.startswith("na")
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("data.tokenizer=nope", "error: unknown text tokenizer 'nope'; registered: char"),
+    ("loggers=[nope]", "error: unknown metric logger 'nope'; registered: tensorboard"),
+])
+def test_an_unknown_name_is_one_line_listing_the_registered_ones(tmp_path, small_corpus, override, said):
+    refused = run_module("multitx.train", *tiny_charlm_args(small_corpus, tmp_path / "run"), override,
+                         "device=cpu", cwd=REPO, env=ENV)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[0].startswith(said), refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
