@@ -13,6 +13,7 @@ defaults) are filled in, so that the rebuilt model is the one that was trained.
 
 from omegaconf import DictConfig, OmegaConf
 
+from multitx.config.compose import FLAT_TRUNK_KEYS
 from multitx.config.settings import added_later
 from multitx.nn.trunk import TrunkConfig
 
@@ -28,7 +29,6 @@ CAPTION_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout
 # A language model's options from the speedruns, which runs written before them did not use.
 LANGUAGE_MODEL_OPTIONS = {"tie_head": True, "value_embeds": False, "logit_softcap": 0.0}
 HOLDS_OUT = {"cifar10": 0.1, "fashion_mnist": 0.1, "imagefolder": 0.1, "coco": 0.05, "flickr": 0.05}
-TRUNK_KEYS = ("dim", "layers", "heads", "mlp_ratio", "activation", "bias", "dropout", "drop_path", "norm_eps")
 
 
 def is_flat(model: dict) -> bool:
@@ -48,12 +48,13 @@ def migrate_model(model: dict, task_name: str) -> dict:
     model = dict(model)
     if task_name == "caption":
         shared_dropout = model.pop("dropout", 0.0)
-        encoder = take(model, {k: f"encoder_{k}" for k in TRUNK_KEYS}, {**CAPTION_TRUNK, "dropout": shared_dropout})
+        encoder = take(model, {k: f"encoder_{k}" for k in FLAT_TRUNK_KEYS},
+                       {**CAPTION_TRUNK, "dropout": shared_dropout})
         decoder = take(model, {"dim": "dim", "layers": "decoder_layers", "heads": "heads", "mlp_ratio": "mlp_ratio",
                                "bias": "bias"}, {**CAPTION_TRUNK, "dropout": shared_dropout})
         return {**model, "encoder": encoder, "decoder": decoder}
     defaults = VIT_TRUNK if task_name.startswith("vit") else LANGUAGE_MODEL_TRUNK
-    trunk = take(model, {k: k for k in TRUNK_KEYS}, defaults)
+    trunk = take(model, {k: k for k in FLAT_TRUNK_KEYS}, defaults)
     if not task_name.startswith("vit"):
         model.setdefault("causal", True)
     return {**model, "trunk": trunk}

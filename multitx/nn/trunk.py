@@ -164,7 +164,7 @@ class Trunk(nn.Module):
         super().__init__()
         config.check()
         self.config, self.causal = config, causal
-        self.dim, self.heads = config.dim, config.heads
+        self.dim = config.dim
         self.rotary = Rotary(config.head_dim, rotary_positions) if rotary_positions else None
         # Stochastic depth grows linearly with depth, as in DeiT / timm.
         layers = config.layers
@@ -204,8 +204,8 @@ class Trunk(nn.Module):
         return self.norm_out(x)
 
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:
-        return KVCache.empty(layers=len(self.blocks), batch=batch, heads=self.heads, max_len=max_len,
-                             head_dim=self.dim // self.heads, device=device, dtype=dtype)
+        return KVCache.empty(layers=len(self.blocks), batch=batch, heads=self.config.heads, max_len=max_len,
+                             head_dim=self.config.head_dim, device=device, dtype=dtype)
 
     def matrices(self) -> list[nn.Parameter]:
         """The blocks' 2-D weights (attention and MLP projections), in block order: what Muon trains."""
