@@ -164,7 +164,7 @@ class Trunk(nn.Module):
         super().__init__()
         config.check()
         self.config, self.causal = config, causal
-        self.dim = config.dim
+        self.dim, self.heads = config.dim, config.heads  # (B, T, dim) in and out; heads: H of (B, H, T, Dh)
         self.rotary = Rotary(config.head_dim, rotary_positions) if rotary_positions else None
         # Stochastic depth grows linearly with depth, as in DeiT / timm.
         layers = config.layers
