@@ -7,6 +7,7 @@ import torch
 
 from multitx.tasks.caption import CaptionTask
 from multitx.tasks.charlm import CharLMTask
+from multitx.tasks.lm import LanguageModelTask
 from multitx.tasks.vit import ViTTask
 
 
@@ -51,4 +52,8 @@ class KilledViT(KilledAtStep, ViTTask):
 
 
 class KilledCaptioner(KilledAtStep, CaptionTask):
+    pass
+
+
+class KilledLM(KilledAtStep, LanguageModelTask):
     pass

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from multitx.config.compose import store_node
-from multitx.config.rules import POSITIVE, Names, Number, Numbers, Text, Whole, Workers
+from multitx.config.rules import POSITIVE, File, Names, Number, Numbers, Text, Whole, Workers
 from multitx.config.settings import defaults_of, setting
 from multitx.errors import UserError
 from multitx.registry import Registry
@@ -50,7 +50,13 @@ class DataSettings:
 class TextData(DataSettings):
     kind: ClassVar[str] = "text"
     tokenizer: str = setting("char", Text(), "how the text becomes tokens: a registered text tokenizer "
-                             "(data/text/tokenizers.py): char | yours")
+                             "(data/text/tokenizers.py): char | bpe | yours")
+    vocab_size: int = setting(2048, Whole(min=1), "bpe: tokens in the vocabulary, the 256 bytes and the special "
+                              "tokens among them")
+    special_tokens: list = setting(["<|endoftext|>"], Names(what="a token's text", empty=True),
+                                   "bpe: tokens never split or merged (GPT-2's end of text)")
+    tokenizer_file: str | None = setting(None, File(null=True), "bpe: a trained tokenizer.json (GPT-2's, yours) "
+                                         "instead of training one")
 
     @classmethod
     def text(cls, data, data_dir) -> str:

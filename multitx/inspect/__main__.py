@@ -110,7 +110,7 @@ def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:
     pictures = []
     if ins.view == "tokens":
         galleries = [self_attention_gallery(ins.trace.layers("self"), ins.tokens, ins.keys,
-                                            "Self-attention between characters", files, "attn")]
+                                            "Self-attention between the tokens", files, "attn")]
     elif ins.view == "patches":
         galleries, pictures = vit_galleries(ins, files)
     else:  # "caption"

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import multitx.data.text.bpe  # noqa: F401 - registers the bpe tokenizer
 import multitx.data.text.vocab  # noqa: F401 - registers the char tokenizer
 from multitx.config.rules import File
 from multitx.config.settings import setting
 from multitx.data.registry import TextData, dataset, register_dataset
 from multitx.data.sampler import BatchSampler
-from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer, load_tokenizer
+from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer, load_tokenizer, pieces
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
 
@@ -141,17 +142,20 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
     text = dataset(name, "text").text(data, data_dir)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     folder = name if name != "textfile" else f"textfile-{digest[:12]}"
-    cache = Path(data_dir) / (folder if tokenizer == "char" else f"{folder}-{tokenizer}")
+    tag = tokenizer_class.cache_tag(data)
+    cache = Path(data_dir) / (folder if tag == "char" else f"{folder}-{tag}")
     stamp = cache / "source.sha256"
     if not (stamp.exists() and stamp.read_text() == digest):
-        vocab = tokenizer_class.train(text, data)
+        split = int(len(text) * TRAIN_FRACTION)  # the first 90% of the text trains, the rest validates
+        vocab = tokenizer_class.train(text if tokenizer_class.learns_from_val else text[:split], data)
         if vocab.vocab_size > np.iinfo(np.uint16).max:
             raise UserError(f"{name} has {vocab.vocab_size} tokens with data.tokenizer={tokenizer}, more than 65535")
-        ids = np.array(vocab.encode(text), dtype=np.uint16)
-        split = int(len(ids) * TRAIN_FRACTION)
+        train_ids, val_ids = (np.concatenate([np.zeros(0, np.uint16)] + [np.array(ids, dtype=np.uint16) for ids
+                                             in vocab.encode_batch(list(pieces(part)))]) for part in (text[:split],
+                                                                                                   text[split:]))
         cache.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache / "train.bin", ids[:split].tobytes())
-        atomic_write_bytes(cache / "val.bin", ids[split:].tobytes())
+        atomic_write_bytes(cache / "train.bin", train_ids.tobytes())
+        atomic_write_bytes(cache / "val.bin", val_ids.tobytes())
         vocab.save(cache / "vocab.json")
         atomic_write_bytes(stamp, digest.encode())
     vocab = load_tokenizer(cache / "vocab.json")

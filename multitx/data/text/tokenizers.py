@@ -21,11 +21,18 @@ class TextTokenizer:
     """What a text task needs of a tokenizer. Ids run from 0 to vocab_size - 1."""
 
     kind = ""  # its registered name, saved in vocab.json as "kind"
+    learns_from_val = False  # True: train() reads the whole corpus, val too (a character vocabulary must cover it)
 
     @classmethod
     def train(cls, text: str, data) -> "TextTokenizer":
         """Learn a vocabulary from the training text; `data`: the run's data settings (e.g. a vocabulary size)."""
         raise NotImplementedError
+
+    @classmethod
+    def cache_tag(cls, data) -> str:
+        """What the prepared token files depend on besides the text (they are cached under it): its name, and
+        any of its settings that change the tokens."""
+        return cls.kind
 
     @property
     def vocab_size(self) -> int:
@@ -34,6 +41,9 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         """The ids of `text`; one line (a UserError) for text it cannot encode."""
         raise NotImplementedError
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
 
     def decode(self, ids) -> str:
         raise NotImplementedError
@@ -52,6 +62,17 @@ class TextTokenizer:
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(Path(path), json.dumps(self.state(), ensure_ascii=False).encode("utf-8"))
+
+
+def pieces(text: str, size: int = 1 << 16):
+    """The text in pieces of about `size` characters, each ending at a line's end: what a tokenizer reads in
+    parallel (encode_batch), without cutting a word in two."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 def visible(text: str) -> str:

@@ -10,6 +10,7 @@ from multitx.errors import UserError
 @register_text_tokenizer("char")
 class CharVocab(TextTokenizer):
     kind = "char"
+    learns_from_val = True  # every character of the corpus is a token, val's too (as nanoGPT's char prep)
 
     def __init__(self, chars: str):
         self.chars = chars
