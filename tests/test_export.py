@@ -118,7 +118,8 @@ def caption_run(tmp_path) -> Path:
 
 @pytest.mark.parametrize("case, message", [
     ("not_a_run", "is not a multitx run folder"),
-    ("caption", "is a caption run; multitx.export exports char LM (task=charlm) and ViT (task=vit_*) runs only"),
+    ("caption", "is a caption run; multitx.export exports language model (task=lm), char LM (task=charlm) and ViT "
+                "(task=vit_*) runs only"),
     ("tflite", "format must be one of onnx, pt2, got 'tflite'"),
     ("no_such_checkpoint", "checkpoint must be best, latest or an existing checkpoint folder"),
 ])

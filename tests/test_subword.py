@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import multitx
 from multitx.data.text.bpe import BytePairTokenizer
@@ -187,3 +188,16 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_on_subword_tokens(t
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = weights(single), weights(ddp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_export_keeps_the_tokenizer_beside_the_model(lm_run, tmp_path):
+    from tokenizers import Tokenizer
+
+    result = run_module("multitx.export", f"run_dir={lm_run}", "format=pt2", f"out={tmp_path / 'lm.pt2'}", cwd=REPO,
+                        env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    about = json.loads((tmp_path / "lm.pt2.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_str(json.dumps(about["tokenizer"]))  # what a user without multitx does
+    ids = torch.tensor([tokenizer.encode("ROMEO: speak").ids])
+    program = torch.export.load(tmp_path / "lm.pt2").module()
+    assert program(ids).shape == (1, ids.shape[1], about["vocab_size"])

@@ -206,7 +206,8 @@ def task_for_tool(cfg: DictConfig, tool: str, where, verb: str = "reads") -> typ
     cls = task_class_of(cfg)
     short = tool.removeprefix("python -m ").removeprefix("multitx.")
     if short not in cls.tools:
-        serving = dict.fromkeys(f"{c.called} ({c.recipe})" for c in TASKS.entries.values() if short in c.tools)
-        raise UserError(f"{where} is a {cfg.task.get('name', '?')} run; {tool} {verb} "
-                        f"{' and '.join(serving) or 'no'} runs only")
+        serving = list(dict.fromkeys(f"{c.called} ({c.recipe})" for c in TASKS.entries.values()
+                                     if short in c.tools))
+        listed = " and ".join([", ".join(serving[:-1]), serving[-1]] if len(serving) > 1 else serving) or "no"
+        raise UserError(f"{where} is a {cfg.task.get('name', '?')} run; {tool} {verb} {listed} runs only")
     return cls
