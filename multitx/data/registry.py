@@ -63,6 +63,12 @@ class TextData(DataSettings):
         """The whole corpus, to be split 90/10 into train and val."""
         raise NotImplementedError
 
+    @classmethod
+    def prepared(cls, data, data_dir):
+        """Token ids already prepared elsewhere, (train ids, val ids, tokenizer), read as they are instead of
+        `text` (nanoGPT's train.bin: data/text/nanogpt.py); None: prepare them from `text`."""
+        return None
+
 
 @dataclass
 class HeldOut:

@@ -4,10 +4,12 @@ Sources (`data.name`):
   pysource     the Python standard library's own .py files: on every machine, no download
   shakespeare  tinyshakespeare (1,115,394 characters), downloaded once and sha256-checked
   textfile     any UTF-8 file, `data.path=FILE`
+  bin          nanoGPT's train.bin and val.bin, `data.root=DIR` (data/text/nanogpt.py)
 
 Split: the first 90% of the tokens train, the last 10% validate (as nanoGPT).
-Cache: DATA_DIR/<name>/{train.bin,val.bin,vocab.json,source.sha256}; rebuilt
-when the source text changes.
+Cache: DATA_DIR/<name>/{train.bin,val.bin,vocab.json,meta.pkl,source.sha256}; rebuilt
+when the source text changes. train.bin, val.bin and meta.pkl are nanoGPT's layout
+(data/text/nanogpt.py), which also reads nanoGPT's own folders: data=bin data.root=DIR.
 """
 
 import hashlib
@@ -25,6 +27,7 @@ from multitx.config.rules import File
 from multitx.config.settings import setting
 from multitx.data.registry import TextData, dataset, register_dataset
 from multitx.data.sampler import BatchSampler
+from multitx.data.text.nanogpt import write_meta
 from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer, load_tokenizer, pieces
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
@@ -138,8 +141,12 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
     or just the name, with `path` for textfile."""
     data = {"name": data, "path": path} if isinstance(data, str) else data
     name, tokenizer = str(data["name"]), str(data.get("tokenizer") or "char")
+    source = dataset(name, "text")
+    ready = source.prepared(data, data_dir)
+    if ready is not None:  # ids prepared elsewhere (nanoGPT's train.bin), with the tokenizer they came from
+        return TokenizedCorpus(*ready)
     tokenizer_class = TEXT_TOKENIZERS.get(tokenizer)
-    text = dataset(name, "text").text(data, data_dir)
+    text = source.text(data, data_dir)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     folder = name if name != "textfile" else f"textfile-{digest[:12]}"
     tag = tokenizer_class.cache_tag(data)
@@ -159,6 +166,8 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
         vocab.save(cache / "vocab.json")
         atomic_write_bytes(stamp, digest.encode())
     vocab = load_tokenizer(cache / "vocab.json")
+    if not (cache / "meta.pkl").exists():
+        write_meta(cache, vocab)  # nanoGPT's train.py reads the folder as it is (its data/NAME layout)
     return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
                            np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), vocab)
 
