@@ -1,10 +1,14 @@
 """python -m multitx.export run_dir=DIR [format=onnx|pt2] [checkpoint=best|latest|PATH] [out=FILE]
        [trust_code=false] [debug=false]
 
-Exports the model of a trained ViT run (task=vit_*) or char LM run (task=charlm), to run without multitx:
+Exports the model of a trained ViT run (task=vit_*) or language model run (task=lm, charlm), to run
+without multitx:
 
   format=onnx  RUN_DIR/model.onnx, for onnxruntime and friends (needs the onnx and onnxscript packages)
   format=pt2   RUN_DIR/model.pt2, a torch.export program: torch.export.load(FILE).module()(inputs)
+  format=hf    RUN_DIR/hf/, a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json)
+               for transformers, from a language model of GPT-2's shape (model.pretrained=hf:..., or
+               learned positions, gelu_tanh, biases, a tied head, no QK-norm)
 
   ViT      images (B, C, H, W) float32, normalised   -> logits (B, classes)
   char LM  ids (B, T) int64, 1 <= T <= model.context  -> logits (B, T, vocab); logits[:, -1] score the next char
@@ -37,8 +41,9 @@ from multitx.loading import load, locate, task_class
 
 @dataclass
 class ExportArgs(RunArgs):  # no device=: exported on the CPU, in fp32
-    format: str = setting("onnx", Choice(options=("onnx", "pt2")), "onnx | pt2 (torch.export)")
-    out: str = setting("", Text(), "the file to write; empty: RUN_DIR/model.FORMAT")
+    format: str = setting("onnx", Choice(options=("onnx", "pt2", "hf")),
+                          "onnx | pt2 (torch.export) | hf (a Hugging Face GPT-2 folder, for language models)")
+    out: str = setting("", Text(), "the file to write (hf: the folder); empty: RUN_DIR/model.FORMAT (hf: RUN_DIR/hf)")
 TOOL = "multitx.export"
 TOLERANCE = 1e-4  # the largest |exported - PyTorch| logit difference the check accepts, relative to max(1, |logit|)
 
@@ -155,8 +160,26 @@ def export(run_dir, fmt: str = "onnx", which: str = "best", *, out=None, trust_c
     return {"model": out, "json": sidecar, "difference": gap, "about": about, "holds": holds}
 
 
+def export_hf(run_dir, which: str = "best", *, out=None, trust_code: bool = False) -> tuple[Path, str]:
+    """A language model run's model as a Hugging Face GPT-2 folder (default RUN_DIR/hf): (the folder, what it holds)."""
+    path = Path(run_dir)
+    folder = Path(str(out)).expanduser() if out else locate(path, which)[0] / "hf"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"out={folder} is a file; format=hf writes a folder")
+    check_folder("out", folder, must_exist=False)
+    run = load(path, which, device="cpu", trust_code=trust_code, tool=TOOL)
+    run.model.float().eval()
+    return folder, task_class(run.config, trust_code).save_hf(run, folder)
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv, ExportArgs, __doc__)
+    if args["format"] == "hf":
+        folder, holds = export_hf(Path(str(args["run_dir"])), str(args["checkpoint"]), out=str(args["out"]) or None,
+                                  trust_code=args["trust_code"])
+        print(f"wrote {folder} ({holds}): transformers.GPT2LMHeadModel.from_pretrained({str(folder)!r}); checked: "
+              f"read back, its logits within 1e-4 of the model's")
+        return
     done = export(Path(str(args["run_dir"])), str(args["format"]), str(args["checkpoint"]),
                   out=str(args["out"]) or None, trust_code=args["trust_code"])
     about, gap = done["about"], done["difference"]

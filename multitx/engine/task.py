@@ -170,6 +170,13 @@ class Task:
         raise NotImplementedError
 
     @classmethod
+    def save_hf(cls, run, folder: Path) -> str:
+        """For export format=hf: the model of `run` as a Hugging Face folder that transformers loads; returns
+        what the folder holds."""
+        raise UserError(f"format=hf writes a language model as a Hugging Face GPT-2 folder; a {run.task} run is not "
+                        f"one: use format=onnx or format=pt2")
+
+    @classmethod
     def exportable(cls, run) -> Exportable:
         """For "export" in `tools`: the model of `run` (a multitx.load result, on the CPU in fp32) as a module
         of one input, with an example input and the JSON a user of the exported file needs."""

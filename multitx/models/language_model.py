@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multitx.config.rules import NON_NEGATIVE, Flag, Whole
+from multitx.config.rules import NON_NEGATIVE, Flag, Text, Whole
 from multitx.config.settings import from_data, section, setting
 from multitx.models.decoding import sample_next
 from multitx.nn.positions import WORD_POSITIONS, check_rotary
@@ -33,6 +33,9 @@ class LanguageModelConfig:
     tie_head: bool = setting(True, Flag(), "the head reads out with the token embedding's weights (false: its own)")
     value_embeds: bool = setting(False, Flag(), "each block adds its own embedding of the tokens to its values")
     logit_softcap: float = setting(0.0, NON_NEGATIVE, "> 0: logits = c * tanh(logits / c); 0: off")
+    pretrained: str | None = setting(None, Text(prefix="hf:", null=True),
+                                     "hf:FOLDER starts from a Hugging Face GPT-2 (config.json, model.safetensors; "
+                                     "hf:NAME downloads it once); its shape replaces the keys above")
 
     def check(self, prefix: str = "model") -> None:
         self.trunk.check(f"{prefix}.trunk")

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import open_dict
 from torch import nn
 
 from multitx.config.rules import Whole
-from multitx.config.settings import from_settings, section, setting
+from multitx.config.settings import from_settings, plain, section, setting, settings_of
 from multitx.data.text.corpus import TokenWindows
 from multitx.data.text.tokenizers import tokenizer_from_state
 from multitx.engine.task import Exportable, register_task
@@ -34,8 +35,26 @@ class LanguageModelTask(TextTask):
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:
         vocab = tokenizer_from_state(artifacts["vocab.json"])
+        settings = {**plain(settings), "pretrained": None}  # the weights come from the checkpoint
         return LanguageModel(from_settings(LanguageModelConfig, settings, vocab_size=vocab.vocab_size)), \
             {"vocab": vocab}
+
+    def build_model(self) -> LanguageModel:
+        spec = self.cfg.model.get("pretrained")
+        if not spec:
+            return self.build(self.cfg.model, self.artifacts())[0]
+        from multitx.models.from_gpt2 import gpt2_from_folder
+
+        folder = gpt2_folder(str(spec))
+        model = gpt2_from_folder(folder, where=f"model.pretrained={spec}")
+        if model.config.vocab_size != self.vocab.vocab_size:
+            raise UserError(f"model.pretrained={spec} has {model.config.vocab_size} tokens and the run's tokenizer "
+                            f"{self.vocab.vocab_size}: give the model's own tokenizer, data.tokenizer=bpe "
+                            f"data.tokenizer_file={folder / 'tokenizer.json'}")
+        model.config.pretrained = str(spec)
+        with open_dict(self.cfg):  # config.yaml records the model that was built: GPT-2's shape, not the recipe's
+            self.cfg.model = settings_of(model.config)
+        return model
 
     def train_batches(self) -> TokenWindows:
         return TokenWindows(self.corpus.train, self.cfg.batch_size, self.cfg.model.context, seed=self.cfg.seed,
@@ -88,6 +107,25 @@ class LanguageModelTask(TextTask):
         return self.vocab.decode(ids[0, 1:].tolist())
 
     @classmethod
+    def save_hf(cls, run, folder: Path) -> str:
+        """config.json and model.safetensors that transformers' GPT2LMHeadModel loads (and a BPE run's
+        tokenizer.json beside them); read back and run against the model before it is done."""
+        from multitx.models.from_gpt2 import gpt2_from_folder, save_gpt2
+
+        save_gpt2(run.model, folder)
+        holds = "config.json, model.safetensors"
+        if hasattr(run.vocab, "tokenizer"):
+            run.vocab.tokenizer.save(str(folder / "tokenizer.json"))
+            holds += ", tokenizer.json"
+        ids = torch.randint(0, run.model.config.vocab_size, (2, min(run.model.config.context, 16)),
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            gap = (gpt2_from_folder(folder).eval()(ids)[0] - run.model(ids)[0]).abs().max().item()
+        if not gap <= 1e-4:
+            raise UserError(f"the GPT-2 folder {folder} gives logits {gap:.3g} away from the model's; it is not usable")
+        return holds
+
+    @classmethod
     def exportable(cls, run) -> Exportable:
         """ids (B, T) int64, 1 <= T <= context -> logits (B, T, vocab); B and T dynamic. The sidecar holds the
         tokenizer: a character model's characters (id i is chars[i]), a subword model's tokenizer.json."""
@@ -107,6 +145,24 @@ class LanguageModelTask(TextTask):
                   for b, t in ((1, context), (3, max(1, context // 2)))]
         return Exportable(LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about, checks,
                           ("chars" if "chars" in about else "the tokenizer") + " and context")
+
+
+def gpt2_folder(spec: str) -> Path:
+    """model.pretrained=hf:FOLDER -> FOLDER; hf:NAME, when no such folder is here, downloads the model's
+    config.json, model.safetensors and tokenizer.json from the Hugging Face hub once (network needed)."""
+    name = spec.removeprefix("hf:")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=["config.json", "model.safetensors",
+                                                                    "tokenizer.json"]))
+    except Exception as err:  # noqa: BLE001 - no network, no such model: many kinds
+        raise UserError(f"model.pretrained={spec}: {folder} is not a folder here, and {name} could not be fetched "
+                        f"from the Hugging Face hub ({type(err).__name__}); give a local GPT-2 folder, "
+                        f"hf:path/to/gpt2") from None
 
 
 def tokenizer_for_export(vocab) -> dict:
