@@ -93,7 +93,7 @@ CASES = [
     (["data.path={tiny}"], "fewer than context"),
     (["model.trunk.heads=3"], "model.trunk.dim=32 is not divisible by model.trunk.heads=3"),
     (["model.positions=absolute"], "model.positions must be one of learned, sinusoidal, rotary"),
-    (["model.trunk.activation=swish"], "model.trunk.activation must be one of gelu, relu2"),
+    (["model.trunk.activation=swish"], "model.trunk.activation must be one of gelu, gelu_tanh, relu2"),
     (["resume={missing}"], "no such checkpoint folder"),
     (["resume={truncated_state}"], "state.pt is truncated or corrupt"),
     (["resume={truncated_weights}"], "model.safetensors is truncated or corrupt"),

@@ -120,7 +120,7 @@ def caption_run(tmp_path) -> Path:
     ("not_a_run", "is not a multitx run folder"),
     ("caption", "is a caption run; multitx.export exports language model (task=lm), char LM (task=charlm) and ViT "
                 "(task=vit_*) runs only"),
-    ("tflite", "format must be one of onnx, pt2, got 'tflite'"),
+    ("tflite", "format must be one of onnx, pt2, hf, got 'tflite'"),
     ("no_such_checkpoint", "checkpoint must be best, latest or an existing checkpoint folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(charlm_run, caption_run, tmp_path, case, message):

@@ -13,14 +13,20 @@ from tests.conftest import REPO, run_module, tiny_charlm_args
 ENV = {"PYTHONPATH": str(REPO)}
 
 
+def tiny_lm_args(corpus, run_dir, *extra: str) -> list[str]:
+    """The tiny char LM's settings on task=lm, the language model that takes any tokenizer."""
+    return ["task=lm" if arg == "task=charlm" else arg for arg in tiny_charlm_args(corpus, run_dir, *extra)]
+
+
 @pytest.fixture(scope="module")
 def byte_run(tmp_path_factory):
-    """A tiny char LM trained on UTF-8 bytes by the user's tokenizer, logging to TensorBoard and the user's CSV."""
+    """A tiny language model trained on UTF-8 bytes by the user's tokenizer, logging to TensorBoard and the user's
+    CSV."""
     root = tmp_path_factory.mktemp("user_parts")
     corpus = root / "corpus.txt"
     corpus.write_text("naïve café, Grüße — to be or not to be\n" * 40, encoding="utf-8")
     run_dir = root / "run"
-    result = run_module("multitx.train", *tiny_charlm_args(corpus, run_dir, "steps=4", "eval_every=2"),
+    result = run_module("multitx.train", *tiny_lm_args(corpus, run_dir, "steps=4", "eval_every=2"),
                         "data.module=tests.helpers_user_data", "data.tokenizer=test_bytes",
                         "loggers=[tensorboard,test_csv]", "loggers_module=tests.helpers_user_data", "device=cpu",
                         cwd=REPO, env=ENV)
@@ -55,11 +61,11 @@ def test_the_run_folder_names_the_module_so_sampling_needs_trust(byte_run):
 
 
 @pytest.mark.parametrize(("override", "said"), [
-    ("data.tokenizer=nope", "error: unknown text tokenizer 'nope'; registered: char"),
+    ("data.tokenizer=nope", "error: unknown text tokenizer 'nope'; registered: bpe, char"),
     ("loggers=[nope]", "error: unknown metric logger 'nope'; registered: tensorboard"),
 ])
 def test_an_unknown_name_is_one_line_listing_the_registered_ones(tmp_path, small_corpus, override, said):
-    refused = run_module("multitx.train", *tiny_charlm_args(small_corpus, tmp_path / "run"), override,
+    refused = run_module("multitx.train", *tiny_lm_args(small_corpus, tmp_path / "run"), override,
                          "device=cpu", cwd=REPO, env=ENV)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[0].startswith(said), refused.stderr

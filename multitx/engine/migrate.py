@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from multitx.config.compose import FLAT_TRUNK_KEYS
 from multitx.config.settings import added_later
+from multitx.models.language_model import LanguageModelConfig
 from multitx.nn.trunk import TrunkConfig
 
 # What the 0.1 code used for trunk settings its config did not hold (and the trunk settings added since,
@@ -27,7 +28,8 @@ VIT_TRUNK = {"mlp_ratio": 2.0, "activation": "gelu", "bias": True, "dropout": 0.
 CAPTION_TRUNK = {"mlp_ratio": 4.0, "activation": "gelu", "bias": False, "dropout": 0.0, "drop_path": 0.0,
                  "norm_eps": 1e-5, **ADDED_IN_0_2}
 # A language model's options from the speedruns, which runs written before them did not use.
-LANGUAGE_MODEL_OPTIONS = {"tie_head": True, "value_embeds": False, "logit_softcap": 0.0}
+LANGUAGE_MODEL_OPTIONS = {"tie_head": True, "value_embeds": False, "logit_softcap": 0.0,
+                          **added_later(LanguageModelConfig)}
 HOLDS_OUT = {"cifar10": 0.1, "fashion_mnist": 0.1, "imagefolder": 0.1, "coco": 0.05, "flickr": 0.05}
 
 

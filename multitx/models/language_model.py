@@ -35,7 +35,7 @@ class LanguageModelConfig:
     logit_softcap: float = setting(0.0, NON_NEGATIVE, "> 0: logits = c * tanh(logits / c); 0: off")
     pretrained: str | None = setting(None, Text(prefix="hf:", null=True),
                                      "hf:FOLDER starts from a Hugging Face GPT-2 (config.json, model.safetensors; "
-                                     "hf:NAME downloads it once); its shape replaces the keys above")
+                                     "hf:NAME downloads it once); its shape replaces the keys above", before=None)
 
     def check(self, prefix: str = "model") -> None:
         self.trunk.check(f"{prefix}.trunk")
