@@ -22,6 +22,7 @@ A dataset of your own is one class in your own package (tests/helpers_user_data.
 (`data.module` is imported before the command line is composed, so that `data=stripes` is known.)
 """
 
+import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,12 +48,26 @@ class DataSettings:
 
 
 @dataclass
+class CorpusInputs:
+    """What a text dataset is read from: sources of chunks (data/text/prepare.py: Source), validation's own
+    or None (the last 10% of the text), what identifies them (the cache is prepared again when it changes) and
+    the cache folder's name under DATA_DIR."""
+
+    train: list
+    val: list | None
+    identity: str
+    folder: str
+
+
+@dataclass
 class TextData(DataSettings):
     kind: ClassVar[str] = "text"
     tokenizer: str = setting("char", Text(), "how the text becomes tokens: a registered text tokenizer "
                              "(data/text/tokenizers.py): char | bpe | yours")
     vocab_size: int = setting(2048, Whole(min=1), "bpe: tokens in the vocabulary, the 256 bytes and the special "
                               "tokens among them")
+    workers: str | int = setting("auto", Workers(), "processes that tokenise a corpus being prepared: auto (the "
+                                 "CPU cores, at most 8, from 16 MB of text) or a number; 0: this process")
     special_tokens: list = setting(["<|endoftext|>"], Names(what="a token's text", empty=True),
                                    "bpe: tokens never split or merged (GPT-2's end of text)")
     tokenizer_file: str | None = setting(None, File(null=True), "bpe: a trained tokenizer.json (GPT-2's, yours) "
@@ -60,8 +75,17 @@ class TextData(DataSettings):
 
     @classmethod
     def text(cls, data, data_dir) -> str:
-        """The whole corpus, to be split 90/10 into train and val."""
+        """The whole corpus, to be split 90/10 into train and val (a corpus that fits in memory)."""
         raise NotImplementedError
+
+    @classmethod
+    def inputs(cls, data, data_dir) -> CorpusInputs:
+        """What the corpus is read from: by default the one text `text` returns, identified by its sha256."""
+        from multitx.data.text.prepare import text_source
+
+        text = cls.text(data, data_dir)
+        return CorpusInputs([text_source(text, data["name"])], None,
+                            hashlib.sha256(text.encode("utf-8")).hexdigest(), str(data["name"]))
 
     @classmethod
     def prepared(cls, data, data_dir):

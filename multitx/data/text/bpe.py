@@ -15,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from multitx.data.text.tokenizers import TextTokenizer, pieces, register_text_tokenizer
@@ -31,7 +32,7 @@ class BytePairTokenizer(TextTokenizer):
         self.tokenizer = tokenizer
 
     @classmethod
-    def train(cls, text: str, data) -> "BytePairTokenizer":
+    def train(cls, texts, data) -> "BytePairTokenizer":
         if data.get("tokenizer_file"):
             return cls.from_file(Path(str(data["tokenizer_file"])).expanduser())
         vocab_size, specials = int(data.get("vocab_size") or 2048), [str(s) for s in data.get("special_tokens") or []]
@@ -44,7 +45,8 @@ class BytePairTokenizer(TextTokenizer):
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tokenizer.train_from_iterator(pieces(text), trainer=trainer)
+        texts = pieces(texts) if isinstance(texts, str) else (piece for text in texts for piece in pieces(text))
+        tokenizer.train_from_iterator(texts, trainer=trainer)
         return cls(tokenizer)
 
     @classmethod
@@ -84,6 +86,10 @@ class BytePairTokenizer(TextTokenizer):
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """A long text in pieces of whole lines, encoded in parallel (tokenizers' own threads)."""
+        return np.fromiter((i for ids in self.encode_batch(list(pieces(text, 1 << 14))) for i in ids), dtype=np.int64)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -3,16 +3,18 @@
 Sources (`data.name`):
   pysource     the Python standard library's own .py files: on every machine, no download
   shakespeare  tinyshakespeare (1,115,394 characters), downloaded once and sha256-checked
-  textfile     any UTF-8 file, `data.path=FILE`
+  textfile     UTF-8 text of any size: `data.path=FILE`, a folder or a glob (.txt, .txt.gz, .jsonl)
   bin          nanoGPT's train.bin and val.bin, `data.root=DIR` (data/text/nanogpt.py)
 
-Split: the first 90% of the tokens train, the last 10% validate (as nanoGPT).
-Cache: DATA_DIR/<name>/{train.bin,val.bin,vocab.json,meta.pkl,source.sha256}; rebuilt
-when the source text changes. train.bin, val.bin and meta.pkl are nanoGPT's layout
-(data/text/nanogpt.py), which also reads nanoGPT's own folders: data=bin data.root=DIR.
+Split: the first 90% of the text trains, the last 10% validates (as nanoGPT), or
+textfile's data.val_path. Cache: DATA_DIR/<name>/{train.bin,val.bin,vocab.json,meta.pkl,
+tokens.json,stamp}, prepared as a stream (data/text/prepare.py) and prepared again when the
+source changes. train.bin, val.bin and meta.pkl are nanoGPT's layout (data/text/nanogpt.py),
+which also reads nanoGPT's own folders: data=bin data.root=DIR.
 """
 
 import hashlib
+import json
 import sysconfig
 import urllib.request
 from dataclasses import dataclass
@@ -23,12 +25,12 @@ import torch
 
 import multitx.data.text.bpe  # noqa: F401 - registers the bpe tokenizer
 import multitx.data.text.vocab  # noqa: F401 - registers the char tokenizer
-from multitx.config.rules import File
+from multitx.config.rules import Text
 from multitx.config.settings import setting
-from multitx.data.registry import TextData, dataset, register_dataset
+from multitx.data.registry import CorpusInputs, TextData, dataset, register_dataset
 from multitx.data.sampler import BatchSampler
-from multitx.data.text.nanogpt import write_meta
-from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer, load_tokenizer, pieces
+from multitx.data.text.prepare import file_sources, fingerprint, load_prepared, prepare
+from multitx.data.text.tokenizers import TEXT_TOKENIZERS, TextTokenizer
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes, sha256_file
 
@@ -113,9 +115,13 @@ class Shakespeare(TextData):
 @register_dataset("textfile")
 @dataclass
 class TextFile(TextData):
-    """Any UTF-8 text file: data=textfile data.path=FILE."""
+    """UTF-8 text of any size: data=textfile data.path=FILE, FOLDER or GLOB (.txt, .txt.gz, .jsonl, .jsonl.gz),
+    prepared as a stream (data/text/prepare.py); data.val_path= gives validation its own files."""
 
-    path: str | None = setting(None, File(text=True, null=True), "the UTF-8 text file")
+    path: str | None = setting(None, Text(null=True), "a UTF-8 text file, a folder of them, or a glob "
+                               "(.txt, .txt.gz, .jsonl with a \"text\" field, .jsonl.gz)")
+    val_path: str | None = setting(None, Text(null=True), "validation's own files (file, folder or glob); "
+                                   "null: the last 10% of data.path")
 
     @classmethod
     def check(cls, data: dict) -> None:
@@ -123,22 +129,28 @@ class TextFile(TextData):
             raise UserError("data=textfile needs a file: add data.path=FILE")
 
     @classmethod
-    def text(cls, data, data_dir) -> str:
+    def inputs(cls, data, data_dir) -> CorpusInputs:
         cls.check(data)
-        return read_utf8(Path(data["path"]).expanduser())
+        train = file_sources(str(data["path"]), "data.path")
+        val = file_sources(str(data["val_path"]), "data.val_path") if data.get("val_path") else None
+        if all(s.size == 0 for s in train):
+            raise UserError(f"{data['path']} is empty; a corpus needs text to learn from")
+        identity = json.dumps([fingerprint(train), fingerprint(val) if val else None])
+        return CorpusInputs(train, val, hashlib.sha256(identity.encode()).hexdigest(),
+                            f"textfile-{hashlib.sha256(identity.encode()).hexdigest()[:12]}")
 
 
 @dataclass
 class TokenizedCorpus:
-    train: np.ndarray  # (N_train,) uint16 token ids, memory-mapped
+    train: np.ndarray  # (N_train,) token ids (uint16, or uint32 past 65,536 tokens), memory-mapped
     val: np.ndarray  # (N_val,)
     vocab: TextTokenizer
 
 
 def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpus:
-    """Tokenise a corpus into DATA_DIR/<name>/ once; memory-map it afterwards. data: the run's data
-    settings (data.name names a registered text dataset, data.tokenizer a registered text tokenizer),
-    or just the name, with `path` for textfile."""
+    """Tokenise a corpus into DATA_DIR/<name>/ once (streamed: data/text/prepare.py); memory-map it afterwards.
+    data: the run's data settings (data.name names a registered text dataset, data.tokenizer a registered text
+    tokenizer), or just the name, with `path` for textfile."""
     data = {"name": data, "path": path} if isinstance(data, str) else data
     name, tokenizer = str(data["name"]), str(data.get("tokenizer") or "char")
     source = dataset(name, "text")
@@ -146,30 +158,12 @@ def load_corpus(data, data_dir: Path, path: str | None = None) -> TokenizedCorpu
     if ready is not None:  # ids prepared elsewhere (nanoGPT's train.bin), with the tokenizer they came from
         return TokenizedCorpus(*ready)
     tokenizer_class = TEXT_TOKENIZERS.get(tokenizer)
-    text = source.text(data, data_dir)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    folder = name if name != "textfile" else f"textfile-{digest[:12]}"
+    inputs = source.inputs(data, data_dir)
     tag = tokenizer_class.cache_tag(data)
-    cache = Path(data_dir) / (folder if tag == "char" else f"{folder}-{tag}")
-    stamp = cache / "source.sha256"
-    if not (stamp.exists() and stamp.read_text() == digest):
-        split = int(len(text) * TRAIN_FRACTION)  # the first 90% of the text trains, the rest validates
-        vocab = tokenizer_class.train(text if tokenizer_class.learns_from_val else text[:split], data)
-        if vocab.vocab_size > np.iinfo(np.uint16).max:
-            raise UserError(f"{name} has {vocab.vocab_size} tokens with data.tokenizer={tokenizer}, more than 65535")
-        train_ids, val_ids = (np.concatenate([np.zeros(0, np.uint16)] + [np.array(ids, dtype=np.uint16) for ids
-                                             in vocab.encode_batch(list(pieces(part)))]) for part in (text[:split],
-                                                                                                   text[split:]))
-        cache.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache / "train.bin", train_ids.tobytes())
-        atomic_write_bytes(cache / "val.bin", val_ids.tobytes())
-        vocab.save(cache / "vocab.json")
-        atomic_write_bytes(stamp, digest.encode())
-    vocab = load_tokenizer(cache / "vocab.json")
-    if not (cache / "meta.pkl").exists():
-        write_meta(cache, vocab)  # nanoGPT's train.py reads the folder as it is (its data/NAME layout)
-    return TokenizedCorpus(np.memmap(cache / "train.bin", dtype=np.uint16, mode="r"),
-                           np.memmap(cache / "val.bin", dtype=np.uint16, mode="r"), vocab)
+    folder = Path(data_dir) / (inputs.folder if tag == "char" else f"{inputs.folder}-{tag}")
+    prepare(folder, inputs.train, inputs.val, tokenizer_class, data, f"{inputs.identity} {tag}",
+            workers=data.get("workers"), describe=f"preparing {name} ({tokenizer})")
+    return TokenizedCorpus(*load_prepared(folder))
 
 
 class TokenWindows:

@@ -12,6 +12,8 @@ registry for the class of that name: nothing a vocab.json says is imported.
 import json
 from pathlib import Path
 
+import numpy as np
+
 from multitx.errors import UserError
 from multitx.files import atomic_write_bytes
 from multitx.registry import Registry
@@ -24,8 +26,9 @@ class TextTokenizer:
     learns_from_val = False  # True: train() reads the whole corpus, val too (a character vocabulary must cover it)
 
     @classmethod
-    def train(cls, text: str, data) -> "TextTokenizer":
-        """Learn a vocabulary from the training text; `data`: the run's data settings (e.g. a vocabulary size)."""
+    def train(cls, texts, data) -> "TextTokenizer":
+        """Learn a vocabulary from the training text, given as one string or an iterable of pieces (a corpus
+        larger than memory streams by); `data`: the run's data settings (e.g. a vocabulary size)."""
         raise NotImplementedError
 
     @classmethod
@@ -44,6 +47,10 @@ class TextTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """The ids of a long text (a chunk of a corpus being prepared) as an integer array."""
+        return np.array(self.encode(text), dtype=np.int64)
 
     def decode(self, ids) -> str:
         raise NotImplementedError

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from multitx.data.text.tokenizers import TextTokenizer, register_text_tokenizer, visible
 from multitx.errors import UserError
 
@@ -21,8 +23,22 @@ class CharVocab(TextTokenizer):
         return cls("".join(sorted(set(text))))
 
     @classmethod
-    def train(cls, text: str, data=None) -> "CharVocab":
-        return cls.from_text(text)
+    def train(cls, texts, data=None) -> "CharVocab":
+        seen: set[str] = set()
+        for text in [texts] if isinstance(texts, str) else texts:
+            seen.update(text)
+        return cls("".join(sorted(seen)))
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode() for a long text, by table lookup: (len(text),) int32."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        if not hasattr(self, "table"):
+            self.table = np.full(max(map(ord, self.chars), default=0) + 1, -1, dtype=np.int32)
+            self.table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
+        ids = self.table[np.minimum(codes, len(self.table) - 1)]
+        if (ids < 0).any() or (codes >= len(self.table)).any():
+            self.encode(text)  # says which characters, in one line
+        return ids
 
     @property
     def vocab_size(self) -> int:
