@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -215,9 +216,10 @@ def encoded(parts: Iterable[tuple[str, str, int]], vocab: TextTokenizer, dtype: 
 
 
 def prepare(folder: Path, sources: list[Source], val: list[Source] | None, tokenizer_class: type[TextTokenizer],
-            data, stamp: str, *, workers=None, describe: str = "") -> None:
+            data, stamp: str, *, workers=None, describe: str = "", timings: dict | None = None) -> None:
     """Tokenise the corpus into `folder` (train.bin, val.bin, vocab.json, meta.pkl, tokens.json, then the
-    stamp), unless a complete preparation with the same stamp is there already."""
+    stamp), unless a complete preparation with the same stamp is there already. `timings`, if given, gets
+    the seconds spent learning the tokenizer and encoding (benchmarks/text_prep.py)."""
     with locked(folder):
         if (folder / "stamp").is_file() and (folder / "stamp").read_text() == stamp:
             return
@@ -227,7 +229,9 @@ def prepare(folder: Path, sources: list[Source], val: list[Source] | None, token
         everything = sources + (val or [])
         texts = (t for s in everything for t, _ in s.read()) if tokenizer_class.learns_from_val else \
             (t for part, t, _ in split_parts(sources, val) if part == "train")
+        started = time.perf_counter()
         vocab = tokenizer_class.train(texts, data)
+        learned = time.perf_counter()
         dtype = "uint16" if vocab.vocab_size <= 1 << 16 else "uint32"
         total = sum(s.size for s in everything)
         counts = {"train": 0, "val": 0}
@@ -244,6 +248,9 @@ def prepare(folder: Path, sources: list[Source], val: list[Source] | None, token
                 empty = "training" if counts["train"] == 0 else "validation"
                 raise UserError(f"the {empty} part of {describe or folder.name} holds no text; give more text"
                                 + (" or another data.val_path" if val is not None else ""))
+            if timings is not None:
+                timings |= {"learn_s": learned - started, "encode_s": time.perf_counter() - learned,
+                            "workers": workers_for(workers, total), "tokens": counts["train"] + counts["val"]}
             for name in ("train", "val"):
                 os.replace(folder / f"{name}.bin.part", folder / f"{name}.bin")
             vocab.save(folder / "vocab.json")
