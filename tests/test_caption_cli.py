@@ -71,10 +71,11 @@ def test_caption_cli_greedy_is_the_evaluation_caption(trained_run, picture, caps
     (["image=missing.png"], "missing.png does not exist"),
     ([], "image=PATH"),
     (["beam=0"], "beam must be at least 1"),
+    (["image={picture}", "beam=1000000000000"], "beam=1000000000000 needs about"),
 ])
-def test_caption_cli_errors_are_one_line(trained_run, capsys, args, message):
+def test_caption_cli_errors_are_one_line(trained_run, picture, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(caption.main, [f"run_dir={trained_run}", *args])
+        run_cli(caption.main, [f"run_dir={trained_run}", *[a.format(picture=picture) for a in args]])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
 

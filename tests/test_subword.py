@@ -201,3 +201,12 @@ def test_export_keeps_the_tokenizer_beside_the_model(lm_run, tmp_path):
     ids = torch.tensor([tokenizer.encode("ROMEO: speak").ids])
     program = torch.export.load(tmp_path / "lm.pt2").module()
     assert program(ids).shape == (1, ids.shape[1], about["vocab_size"])
+
+
+def test_a_decoding_request_beyond_the_machines_memory_is_refused_before_anything_is_allocated(lm_run):
+    result = run_module("multitx.sample", f"run_dir={lm_run}", "max_new_tokens=1000000000000", "device=cpu",
+                        cwd=REPO, env=ENV)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: max_new_tokens=1000000000000 needs about 7450.6 GB for "
+                                                    "its tensors alone, more than half of the"), result.stderr

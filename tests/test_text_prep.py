@@ -164,3 +164,21 @@ def test_a_killed_preparation_leaves_nothing_a_later_run_takes_for_complete(tmp_
     clean = load_corpus(settings(tmp_path / "big", workers=0), tmp_path / "clean")
     assert np.array_equal(corpus.train, clean.train) and np.array_equal(corpus.val, clean.val)
     assert (folder / "stamp").exists() and not list(folder.glob("*.part"))
+
+
+def test_a_full_disk_while_writing_the_token_files_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    write_mixed_folder(tmp_path / "corpus")
+    real = prepare.encoded
+
+    def fills_the_disk(*args, **kwargs):
+        for i, item in enumerate(real(*args, **kwargs)):
+            if i == 1:
+                raise OSError(28, "No space left on device", str(tmp_path / "data" / "x" / "train.bin.part"))
+            yield item
+
+    monkeypatch.setattr(prepare, "encoded", fills_the_disk)
+    with pytest.raises(UserError, match=r"the disk filled up while preparing .*; free some space or give "
+                                        r"data_dir=ANOTHER_FOLDER; nothing half-written was kept"):
+        load_corpus(settings(tmp_path / "corpus"), tmp_path / "data")
+    (folder,) = [p for p in (tmp_path / "data").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in folder.iterdir()) == ["prepare.lock"]

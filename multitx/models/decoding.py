@@ -7,11 +7,34 @@ the newest word passes through the decoder, reading its own earlier keys and
 values (and the image's) from the cache.
 """
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+from multitx.errors import UserError
 from multitx.models.captioner import Captioner
+
+
+def free_memory(device) -> int:
+    """Bytes the decoding may still allocate: the GPU's free memory, or the machine's available memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def refuse_beyond_memory(needed: int, asked: str, device) -> None:
+    """One line, before anything is allocated, for a decoding request whose tensors alone would take more than
+    half of the memory there is."""
+    free = free_memory(device)
+    if needed > free // 2:
+        raise UserError(f"{asked} needs about {needed / 2**30:.1f} GB for its tensors alone, more than half of the "
+                        f"{free / 2**30:.1f} GB free here; ask for less")
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -81,6 +104,10 @@ def beam_search(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, b
     """
     max_len = min(max_len or model.config.max_caption_len, model.config.max_caption_len)
     B, K = images.shape[0], beam
+    c = model.config  # per beam: its copy of the image's tokens, its KV cache, its scores over the vocabulary
+    per_beam = model.tokenizer.num_tokens * c.encoder.dim + 2 * c.decoder.layers * max_len * c.decoder.dim \
+        + 2 * c.vocab_size
+    refuse_beyond_memory(4 * B * K * per_beam, f"beam={beam}", images.device)
     memory = model.encode(images).repeat_interleave(K, dim=0)  # (B*K, N, D): each image once per beam
     cache = model.new_cache(B * K)
     device = images.device

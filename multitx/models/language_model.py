@@ -16,7 +16,7 @@ from torch import nn
 
 from multitx.config.rules import NON_NEGATIVE, Flag, Text, Whole
 from multitx.config.settings import from_data, section, setting
-from multitx.models.decoding import sample_next
+from multitx.models.decoding import refuse_beyond_memory, sample_next
 from multitx.nn.positions import WORD_POSITIONS, check_rotary
 from multitx.nn.readouts import LMHead
 from multitx.nn.text_embedder import TextEmbedder
@@ -83,6 +83,8 @@ class LanguageModel(nn.Module):
         the context, the cache is refilled from the last `context - 1` tokens,
         which is exactly what cropping and recomputing would give.
         """
+        refuse_beyond_memory(8 * ids.shape[0] * (ids.shape[1] + max_new_tokens), f"max_new_tokens={max_new_tokens}",
+                             ids.device)  # the ids it returns, before anything is allocated
         context = self.config.context
         cache = self.trunk.new_cache(ids.shape[0], context, device=ids.device, dtype=self.embed.token.weight.dtype)
         step_input = ids[:, -context:]
