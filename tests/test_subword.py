@@ -210,3 +210,15 @@ def test_a_decoding_request_beyond_the_machines_memory_is_refused_before_anythin
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: max_new_tokens=1000000000000 needs about 7450.6 GB for "
                                                     "its tensors alone, more than half of the"), result.stderr
+
+
+def test_a_prompt_a_users_tokenizer_cannot_encode_is_one_line():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = BytePairTokenizer.from_json(words.to_str(), "tokenizer.json")
+    assert tokenizer.encode("hello world") == [0, 1]
+    with pytest.raises(UserError, match=r"cannot encode \('there' would become \[UNK\]\); use words from its "
+                                        r"vocabulary of 3"):
+        tokenizer.encode("hello there")

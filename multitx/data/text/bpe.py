@@ -82,7 +82,22 @@ class BytePairTokenizer(TextTokenizer):
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        """The ids of a prompt; one line for text the tokenizer cannot encode (a tokenizer.json without byte
+        fallback, whose unknown token would stand for it)."""
+        try:
+            encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        except Exception as err:  # noqa: BLE001 - tokenizers raises its own exception kinds
+            reason = " ".join(str(err).split())[:120]
+            raise UserError(f"the prompt cannot be encoded by this model's tokenizer ({reason}); use text of the "
+                            f"language it was trained on") from None
+        unknown = getattr(self.tokenizer.model, "unk_token", None)
+        if unknown is not None and unknown in encoding.tokens:
+            words = [text[a:b] for (a, b), token in zip(encoding.offsets, encoding.tokens, strict=True)
+                     if token == unknown]
+            shown = ", ".join(map(repr, words[:5]))
+            raise UserError(f"the prompt has text this model's tokenizer cannot encode ({shown} would become "
+                            f"{unknown}); use words from its vocabulary of {self.vocab_size}")
+        return encoding.ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
