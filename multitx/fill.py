@@ -51,6 +51,9 @@ def fill(model: LanguageModel | Loaded, prompt: str, vocab: CharVocab | None = N
     if order not in ("confident", "once"):
         raise UserError(f"order must be confident or once, got {order!r}")
     blanks = blanks_in(prompt, mask_char)
+    if not isinstance(vocab, CharVocab):
+        raise UserError(f"multitx.fill fills blanks of one character each, and this model reads {vocab.kind} tokens; "
+                        f"a masked model on data.tokenizer={vocab.kind} is scored by multitx.evaluate")
     mask_id = vocab.vocab_size
     if model.config.vocab_size != mask_id + 1:
         raise UserError(f"this model reads {model.config.vocab_size} tokens, not the {mask_id} characters of its "
