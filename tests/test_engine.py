@@ -255,11 +255,16 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_globa
     single = tmp_path / "single"
     train_in_process(*tiny_charlm_args(small_corpus, single, *common, "batch_size=8"))
     ddp = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "multitx.train", *tiny_charlm_args(small_corpus, ddp, *common, "batch_size=4")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_in_two_processes(*tiny_charlm_args(small_corpus, ddp, *common, "batch_size=4"))
     a, b = weights(single), weights(ddp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= tolerance
     assert len(read_jsonl(ddp / "metrics.jsonl")) == 1, "only rank 0 logs"
+
+
+def train_in_two_processes(*argv: str) -> None:
+    """python -m multitx.train argv under torchrun: two gloo processes on the CPU, a thread each."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "multitx.train", *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -3,9 +3,6 @@ task (task=lm) that takes any tokenizer, and the tools speaking its tokens."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +12,14 @@ from multitx.data.text.bpe import BytePairTokenizer
 from multitx.data.text.corpus import load_corpus
 from multitx.errors import UserError
 from tests.conftest import REPO, run_module
-from tests.test_engine import assert_same_training, finish, killed_then_resumed, start_training, weights
+from tests.test_engine import (
+    assert_same_training,
+    finish,
+    killed_then_resumed,
+    start_training,
+    train_in_two_processes,
+    weights,
+)
 
 ENV = {"PYTHONPATH": str(REPO)}
 NON_ASCII = "naïve café — Grüße, 日本語のテキスト, emoji 🙂🚀, tabs\tand\nnew lines; Ελληνικά"
@@ -181,11 +185,7 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_on_subword_tokens(t
     result = run_module("multitx.train", *lm_args(corpus, single, *common, "batch_size=8"), cwd=REPO, env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     ddp = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "multitx.train", *lm_args(corpus, ddp, *common, "batch_size=4")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_in_two_processes(*lm_args(corpus, ddp, *common, "batch_size=4"))
     a, b = weights(single), weights(ddp)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
@@ -222,3 +222,17 @@ def test_a_prompt_a_users_tokenizer_cannot_encode_is_one_line():
     with pytest.raises(UserError, match=r"cannot encode \('there' would become \[UNK\]\); use words from its "
                                         r"vocabulary of 3"):
         tokenizer.encode("hello there")
+
+
+def test_the_masked_model_masks_subword_tokens_and_fill_says_it_fills_characters(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    args = ["task=mlm" if a == "task=lm" else a for a in lm_args(corpus, tmp_path / "run", "steps=2", "eval_every=2")]
+    args = [a for a in args if not a.startswith("show_tokens")] + ["data.tokenizer=bpe", "show_fills=0"]
+    result = run_module("multitx.train", *args, cwd=REPO, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = multitx.load(tmp_path / "run")
+    assert run.vocab.kind == "bpe" and run.model.config.vocab_size == run.vocab.vocab_size + 1  # + the mask token
+    refused = run_module("multitx.fill", f"run_dir={tmp_path / 'run'}", "prompt=ROMEO: sp_ak", "device=cpu",
+                         cwd=REPO, env=ENV)
+    assert refused.returncode == 2
+    assert "multitx.fill fills blanks of one character each, and this model reads bpe tokens" in refused.stderr

@@ -4,17 +4,15 @@ tasks/lm.py with data.tokenizer=char, its recipe and results its own (config/tas
 from dataclasses import dataclass
 
 from multitx.config.rules import Whole
-from multitx.config.settings import section, setting
+from multitx.config.settings import setting
 from multitx.engine.task import register_task
 from multitx.errors import UserError
-from multitx.models.language_model import LanguageModelConfig
-from multitx.tasks.lm import LanguageModelTask
+from multitx.tasks.lm import LanguageModelSettings, LanguageModelTask
 
 
 @dataclass
-class CharLMSettings:
+class CharLMSettings(LanguageModelSettings):
     show_tokens: int = setting(200, Whole(min=0), "characters sampled at each evaluation (0: none)")
-    model: dict = section(dict, "the language model (models/language_model.py)", schema=LanguageModelConfig)
 
 
 @register_task("charlm")
