@@ -71,7 +71,7 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
     if isinstance(cfg.get("data"), DictConfig):  # what the user's package registers: a tokenizer, say
         import_modules(cfg.data.get("module"), "data.module")
     if tool != "multitx.load":
-        task_for_tool(cfg, tool, run_dir)
+        task_for_tool(cfg, tool, run_dir, cls=cls)
     artifacts = checkpoint.read_artifacts(folder, cls.artifact_files, run_dir)
     try:
         model, extras = cls.build(cfg.model, artifacts)

@@ -207,10 +207,11 @@ def task_class_of(cfg: DictConfig) -> type[Task]:
     return TASKS.resolve(target=cfg.task._target_)
 
 
-def task_for_tool(cfg: DictConfig, tool: str, where, verb: str = "reads") -> type[Task]:
-    """The Task class of a run's config if `tool` (e.g. "multitx.sample") is one of its `tools`; otherwise
-    one line naming the kinds of run the tool does read. Call it once the config's code is trusted."""
-    cls = task_class_of(cfg)
+def task_for_tool(cfg: DictConfig, tool: str, where, verb: str = "reads", cls: type[Task] | None = None) -> type[Task]:
+    """The Task class of a run's config (`cls`, when the caller has resolved it already) if `tool` (e.g.
+    "multitx.sample") is one of its `tools`; otherwise one line naming the kinds of run the tool does read.
+    Call it once the config's code is trusted."""
+    cls = cls or task_class_of(cfg)
     short = tool.removeprefix("python -m ").removeprefix("multitx.")
     if short not in cls.tools:
         serving = list(dict.fromkeys(f"{c.called} ({c.recipe})" for c in TASKS.entries.values()

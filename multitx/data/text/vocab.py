@@ -20,7 +20,7 @@ class CharVocab(TextTokenizer):
 
     @classmethod
     def from_text(cls, text: str) -> "CharVocab":
-        return cls("".join(sorted(set(text))))
+        return cls.train(text)
 
     @classmethod
     def train(cls, texts, data=None) -> "CharVocab":
