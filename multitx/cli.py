@@ -106,7 +106,8 @@ class OnDevice:
 def parse_args(argv: list[str], keys, doc: str = "") -> dict:
     """key=value arguments over the defaults of `keys` (a dataclass of settings, or a plain dict of
     defaults); an unknown key is an error, and the rule of each key the user gave checks its value
-    before anything is loaded. `--help` prints `doc` (the tool's own docstring) and every key, and exits."""
+    before anything is loaded. `--help` prints `doc` (the tool's own docstring) and every key, and exits.
+    A true/false key may also be given as a flag: `--smoke` is `smoke=true`."""
     defaults = defaults_of(keys) if is_dataclass(keys) else dict(keys)
     rules = rules_of(keys) if is_dataclass(keys) else {}
     if argv and argv[0] in ("-h", "--help"):
@@ -114,6 +115,8 @@ def parse_args(argv: list[str], keys, doc: str = "") -> dict:
         sys.exit(0)
     args, given = dict(defaults), set()
     for arg in argv:
+        if arg.startswith("--") and isinstance(defaults.get(arg[2:].replace("-", "_")), bool):
+            arg = f"{arg[2:].replace('-', '_')}=true"  # --smoke is smoke=true: a flag, the one shorthand
         key, sep, value = arg.partition("=")
         if not sep or key not in defaults:
             raise UserError(f"unknown argument {arg!r}; the keys are: {', '.join(defaults)}")

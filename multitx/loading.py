@@ -7,6 +7,8 @@
     run.classes         the class names in label order (ViT); None otherwise
     run.info            the rest of what the run saved for inference (a ViT's image size, mean and std)
     run.config          the run's config (in today's shape: older runs are migrated)
+    run.provenance      where it came from: each start and resume (command, overrides, versions, git
+                        commit, host, device, times) and how each ended (RUN_DIR/provenance.jsonl)
 
 Every command that reads a run (sample, caption, inspect, the mlm's fill) goes through
 here. The model is built the one way training builds it, the task's `build(settings,
@@ -21,7 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 import multitx.tasks  # noqa: F401 - the built-in tasks register: a tool's refusal names those it reads
-from multitx.engine import checkpoint
+from multitx.engine import checkpoint, provenance
 from multitx.engine.task import Task, task_for_tool
 from multitx.engine.trust import is_built_in
 from multitx.errors import UserError
@@ -38,6 +40,7 @@ class Loaded:
     vocab: object | None = None
     classes: list[str] | None = None
     info: dict = field(default_factory=dict)
+    provenance: list[dict] = field(default_factory=list)
 
 
 def locate(path: Path, which: str) -> tuple[Path, Path, Path]:
@@ -81,4 +84,5 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
     checkpoint.load_weights(model, folder)
     extras = dict(extras)
     return Loaded(model=model.to(device).eval(), task=str(cfg.task.name), config=cfg, checkpoint=folder,
-                  vocab=extras.pop("vocab", None), classes=extras.pop("classes", None), info=extras)
+                  vocab=extras.pop("vocab", None), classes=extras.pop("classes", None), info=extras,
+                  provenance=provenance.read(run_dir))

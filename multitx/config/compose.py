@@ -43,7 +43,8 @@ def load_config(overrides: list[str]) -> DictConfig:
             raise UserError(f"arguments are key=value pairs, got {arg!r}; e.g. task=charlm steps=100")
     try:
         cfg = composed(tuple(overrides))
-        defaults = defaults_for(tuple(a for a in overrides if a.split("=", 1)[0].lstrip("+~") in GROUPS))
+        defaults = defaults_for(tuple(a for a in overrides if a.split("=", 1)[0].lstrip("+~") in GROUPS
+                                      or a.startswith("hydra.searchpath=")))
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(explain_hydra_error(err)) from None
     check_types(cfg, defaults, overrides)
