@@ -128,6 +128,9 @@ class Recorder:
             mp.setattr(plots, name, lambda *a, _real=real, _kept=kept, **k: _kept.append(_real(*a, **k)) or _kept[-1])
 
 
+BOARD = "loggers=[tensorboard]"  # the pictures are read back from TensorBoard's event files
+
+
 def board_images(run_dir) -> dict[str, list[int]]:
     """{tag: steps} of the image summaries in RUN_DIR/tensorboard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -159,7 +162,7 @@ def charlm_run(corpus):
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         seen = Recorder(mp)
-        train(load_config(tiny_charlm_args(corpus, run_dir)))  # 30 steps, evaluations at 15 and 30
+        train(load_config(tiny_charlm_args(corpus, run_dir, BOARD)))  # 30 steps, evaluations at 15 and 30
     return run_dir, seen
 
 
@@ -177,7 +180,7 @@ def test_a_charlm_run_redraws_its_loss_curves_at_each_evaluation(charlm_run):
 def test_plots_false_draws_nothing(corpus):
     run_dir = corpus.parent / "no_plots"
     off = "plots=false" if "plots" in load_config(["task=charlm"]) else "+plots=false"  # before config.yaml has it
-    train(load_config(tiny_charlm_args(corpus, run_dir, "steps=2", "eval_every=2", off)))
+    train(load_config(tiny_charlm_args(corpus, run_dir, "steps=2", "eval_every=2", off, BOARD)))
     assert latest(run_dir).name == "step_0000002"
     assert not (run_dir / "plots").exists() and board_images(run_dir) == {}
 
@@ -200,7 +203,7 @@ def vit_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         seen = Recorder(mp)
         # validated on half the training images: 4 circles, then 4 squares
-        train(load_config(image_args(images, tmp / "run", "data.val_fraction=0.5")))  # 2 steps, one evaluation
+        train(load_config(image_args(images, tmp / "run", "data.val_fraction=0.5", BOARD)))  # 2 steps, one evaluation
     return tmp / "run", seen
 
 
@@ -229,7 +232,7 @@ def caption_run(tmp_path_factory):
         seen.tasks = []
         real = CaptionTask.examples
         mp.setattr(CaptionTask, "examples", lambda self, model: seen.tasks.append(self) or real(self, model))
-        train(load_config(tiny_caption_args(tmp, "steps=12")))  # one evaluation, at step 12
+        train(load_config(tiny_caption_args(tmp, "steps=12", BOARD)))  # one evaluation, at step 12
     return tmp / "run", seen
 
 

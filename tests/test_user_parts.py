@@ -62,7 +62,7 @@ def test_the_run_folder_names_the_module_so_sampling_needs_trust(byte_run):
 
 @pytest.mark.parametrize(("override", "said"), [
     ("data.tokenizer=nope", "error: unknown text tokenizer 'nope'; registered: bpe, char"),
-    ("loggers=[nope]", "error: unknown metric logger 'nope'; registered: tensorboard"),
+    ("loggers=[nope]", "error: unknown metric logger 'nope'; registered: mlflow, tensorboard, wandb"),
 ])
 def test_an_unknown_name_is_one_line_listing_the_registered_ones(tmp_path, small_corpus, override, said):
     refused = run_module("multitx.train", *tiny_lm_args(small_corpus, tmp_path / "run"), override,

@@ -82,9 +82,10 @@ class TrainingConfig:
     max_skipped_steps: int = setting(10, Whole(min=0), "with nonfinite=skip, stop after this many skipped steps")
     progress: bool = setting(True, Flag(), "a tqdm progress bar")
     plots: bool = setting(True, Flag(), "RUN_DIR/plots/ (and the loggers' images) at each evaluation")
-    loggers: list = setting(["tensorboard"], Names(what="a registered logger's name", empty=True),
-                            "where numbers and pictures go besides metrics.jsonl: registered metric loggers "
-                            "(engine/loggers.py): tensorboard | yours; [] for none")
+    loggers: list = setting([], Names(what="a registered logger's name", empty=True),
+                            "where numbers and pictures go besides metrics.jsonl (always written), e.g. "
+                            "[tensorboard,wandb]: tensorboard | wandb | mlflow | yours (engine/loggers.py); each "
+                            "built-in one is an extra: pip install 'multitx[NAME]'")
     loggers_module: str | list | None = setting(None, Names(null=True),
                                                 "imported first, so that the loggers it registers are known")
     data_dir: str = setting("datasets", Folder(must_exist=False), "where datasets are downloaded and cached")

@@ -1,6 +1,6 @@
 """Where a run's numbers go: RUN_DIR/metrics.jsonl (one JSON line per evaluation) and
 RUN_DIR/steps.jsonl (one line per optimizer step), always, and each logger `loggers=[...]`
-chose (engine/loggers.py: TensorBoard by default), which also gets the pictures
+chose (engine/loggers.py: tensorboard, wandb, mlflow; none by default), which also gets the pictures
 multitx.engine.plots draws at each evaluation."""
 
 import json

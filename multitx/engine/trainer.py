@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from multitx.config.rules import Target
-from multitx.engine import checkpoint
+from multitx.engine import checkpoint, provenance
 from multitx.engine.length import check_has_epochs, resolve_length
 from multitx.engine.loggers import logger_classes
 from multitx.engine.metrics import MetricsLog
@@ -58,23 +59,24 @@ def reached(target: tuple[str, str, float], metrics: dict, task: Task) -> bool:
     return got is not None and (got <= value if op == "<=" else got >= value)
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Train cfg.task as configured; returns the last evaluation's metrics.
     Every setting is checked first (the shared ones, the task's `rules`, the dataset's), then the run
-    folder is locked for this trainer alone. A length given in epochs is worked out as steps in cfg."""
+    folder is locked for this trainer alone. A length given in epochs is worked out as steps in cfg.
+    overrides: the key=value arguments cfg was composed from, for RUN_DIR/provenance.jsonl."""
     task_class = task_class_of(cfg)
     validate(cfg, task_class)
     check_has_epochs(cfg, task_class)
-    logger_classes(cfg.get("loggers", ["tensorboard"]), cfg.get("loggers_module"))  # an unknown name: one line now
+    logger_classes(cfg.get("loggers", []), cfg.get("loggers_module"))  # an unknown name: one line now
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = lock_run(Path(cfg.run_dir), runtime)
     try:
-        return train_locked(cfg, runtime, task_class)
+        return train_locked(cfg, runtime, task_class, overrides)
     finally:
         lock.release(remove_empty_folder=True)
 
 
-def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> dict:
+def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], overrides: list[str] | None) -> dict:
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -100,8 +102,11 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
         (run_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
         for name, content in artifacts.items():  # each checkpoint holds them too
             (run_dir / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
+        provenance.append(run_dir, provenance.start_record(
+            OmegaConf.to_container(cfg, resolve=True), overrides, runtime.describe(), runtime.world_size,
+            resumed_from=str(start_from) if start_from else None))
     loggers = [cls(run_dir, OmegaConf.to_container(cfg, resolve=True))
-               for cls in logger_classes(cfg.get("loggers", ["tensorboard"]))] if runtime.is_main else []
+               for cls in logger_classes(cfg.get("loggers", []))] if runtime.is_main else []
     log = MetricsLog(run_dir, enabled=runtime.is_main, loggers=loggers)
 
     forward_model = torch.compile(model) if cfg.compile else model
@@ -229,4 +234,15 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task]) -> d
         finally:
             bar.close()
             log.close()
+            if runtime.is_main:  # how it ended: completed, or the exception on its way out
+                provenance.append(run_dir, provenance.end_record(
+                    outcome_of(sys.exc_info()[1]), step, time.perf_counter() - started))
     return metrics
+
+
+def outcome_of(error: BaseException | None) -> str:
+    if error is None:
+        return "completed"
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+        return "interrupted"
+    return f"failed: {type(error).__name__}: {error}"[:500]
