@@ -3,7 +3,7 @@
     multitx                               what there is (also: python -m multitx)
     multitx train task=charlm steps=100   = python -m multitx.train task=charlm steps=100
     multitx sample run_dir=runs/first     = python -m multitx.sample run_dir=runs/first
-    multitx bench charlm smoke=true       = python -m multitx.benchmarks.charlm smoke=true
+    multitx bench gpu --smoke             = python -m multitx.benchmarks.gpu --smoke
     multitx TOOL --help                   the tool's keys: default and help of each
 """
 
@@ -48,7 +48,7 @@ def listing() -> str:
     benches = [f"  {'bench ' + name:<{width}}  {about}" for name, about in benchmarks().items()]
     return "\n".join([
         "usage: multitx COMMAND [key=value ...]    (multitx COMMAND --help: its keys, defaults and help)", "",
-        "tools:", *tools, "", "benchmarks (each prints its figures; smoke=true for a quick check):", *benches])
+        "tools:", *tools, "", "benchmarks (each prints its figures):", *benches])
 
 
 def module_for(argv: list[str]) -> tuple[str, str, list[str]]:

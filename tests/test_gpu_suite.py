@@ -23,8 +23,8 @@ def table_rows(markdown: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu")
-    done = run_module("multitx.benchmarks.gpu", "--smoke", "--out", str(tmp / "out"), "--data-dir",
-                      str(tmp / "datasets"), cwd=tmp, env={"OMP_NUM_THREADS": "1"}, timeout=120)
+    done = run_module("multitx.benchmarks.gpu", "--smoke", f"out={tmp / 'out'}", f"data_dir={tmp / 'datasets'}",
+                      cwd=tmp, env={"OMP_NUM_THREADS": "1"}, timeout=120)  # --smoke: smoke=true, as a flag
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp / "out" / "results.json").read_text(encoding="utf-8"))
     return done, results, (tmp / "out" / "results.md").read_text(encoding="utf-8")
@@ -110,8 +110,7 @@ def test_a_failing_part_is_one_line_and_a_part_past_its_share_reports_what_it_ha
     monkeypatch.setitem(gpu.PARTS, "mfu", (out_of_memory, *gpu.PARTS["mfu"][1:]))
     monkeypatch.setitem(gpu.SMOKE, "caption", [*gpu.SMOKE["caption"], "steps=1000000", "eval_every=3"])
     monkeypatch.setattr(gpu, "SMOKE_SHARE", 3)
-    gpu.main(["--smoke", "--only", "caption", "mfu", "--out", str(tmp_path / "out"), "--data-dir",
-              str(tmp_path / "datasets")])
+    gpu.main(["smoke=true", "only=[caption,mfu]", f"out={tmp_path / 'out'}", f"data_dir={tmp_path / 'datasets'}"])
     parts = {p["part"]: p for p in json.loads((tmp_path / "out" / "results.json").read_text())["parts"]}
     assert list(parts) == ["mfu", "caption"], "the parts run in the suite's order"
     assert parts["mfu"]["result"] == "error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
@@ -126,12 +125,12 @@ def test_fashion_without_its_data_is_skipped_in_one_line(tmp_path):
     suite = gpu.Suite(smoke=False, device=torch.device("cpu"), device_name="cpu", out=tmp_path / "out",
                       data_dir=tmp_path, fashion_root=nowhere)
     row = gpu.run_part("fashion", suite)
-    assert row.result == f"skipped: Fashion-MNIST is not in {nowhere} (its four IDX files); give --fashion-root DIR"
+    assert row.result == f"skipped: Fashion-MNIST is not in {nowhere} (its four IDX files); give fashion_root=DIR"
     assert row.reached is False and not (tmp_path / "out").exists(), "nothing was trained"
 
 
 def test_without_cuda_and_without_smoke_it_refuses_in_one_line(tmp_path):
-    done = run_module("multitx.benchmarks.gpu", "--out", str(tmp_path / "out"), env={"CUDA_VISIBLE_DEVICES": ""})
+    done = run_module("multitx.benchmarks.gpu", f"out={tmp_path / 'out'}", env={"CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: no CUDA device is visible") and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ def trained_run(tmp_path_factory):
     corpus.write_text("ROMEO: speak the sword, good romeo!\nJULIET: hold the rose, good juliet!\n" * 60,
                       encoding="utf-8")
     run_dir = tmp / "run"
-    result = run_module("multitx.train", *tiny_charlm_args(corpus, run_dir))
+    result = run_module("multitx.train", *tiny_charlm_args(corpus, run_dir), "loggers=[tensorboard]")
     assert result.returncode == 0, result.stderr
     return run_dir, corpus
 
@@ -110,7 +110,7 @@ def test_a_run_folder_with_checkpoints_is_never_overwritten_by_accident(trained_
 def test_run_dir_is_required_by_tools_that_read_a_run_and_optional_for_those_that_make_one():
     with pytest.raises(UserError, match="say which run to use: run_dir=DIR"):
         parse_args(["prompt=hi"], sample.SampleArgs)
-    assert parse_args([], caption_shapes.DEFAULTS)["run_dir"] == ""  # makes runs/caption_shapes/<time>
+    assert parse_args([], caption_shapes.CaptionShapesArgs)["run_dir"] == ""  # makes runs/caption_shapes/<time>
 
 
 def test_the_caption_benchmark_passes_training_settings_on_and_a_wrong_one_is_one_line(capsys, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from multitx.benchmarks import vs_nanogpt
 from multitx.benchmarks.vs_nanogpt import Run, read_nanogpt_log, report, stage_nanogpt
+from multitx.cli import run_cli
 
 NANOGPT_OUTPUT = """tokens per iteration will be: 768
 step 0: train loss 4.2874, val loss 4.2823
@@ -68,7 +69,7 @@ def test_the_table_holds_each_program_against_nanogpts_best_round():
 
 def test_a_folder_that_is_not_a_nanogpt_checkout_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        vs_nanogpt.main(["--nanogpt", str(tmp_path)])
+        run_cli(vs_nanogpt.main, [f"nanogpt={tmp_path}"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: --nanogpt {tmp_path} is not a nanoGPT checkout (no train.py, model.py, ")
+    assert err.startswith(f"error: nanogpt={tmp_path} is not a nanoGPT checkout (no train.py, model.py, ")

@@ -10,9 +10,6 @@ into RUN_DIR/samples.png). Figures go to RUN_DIR/benchmark.json. The targets
 (exact match and BLEU-4 >= 0.97) are judged on the captions of `beam`; with beam
 search the greedy captions' figures are printed beside them.
 
-  device   auto | cpu | cuda            steps    0: the recipe's (config/task/caption.yaml)
-  beam     3: beam search; 1: greedy  threads  CPU threads, 0: torch's default
-
 Any other key=value is a training setting, as for python -m multitx.train (lr=3e-3,
 model.encoder.layers=3, ...), checked the same way.
 
@@ -48,6 +45,7 @@ alive until the rest of the caption decides, writes most of them right.
 import json
 import textwrap
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -55,15 +53,30 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from multitx.benchmarks import own_and_training
 from multitx.cli import load_config, parse_args, run_cli
+from multitx.config.hardware import DEVICE_HELP, Device
+from multitx.config.rules import Flag, Folder, Whole
+from multitx.config.settings import setting
 from multitx.data.captions.datasets import load_split
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.loading import load
 from multitx.tasks.caption import CaptionTask
 
-DEFAULTS = {"device": "auto", "steps": 0, "beam": 3, "run_dir": "", "data_dir": "datasets", "threads": 0,
-            "show": 8, "progress": True, "debug": False}
+
+@dataclass
+class CaptionShapesArgs:
+    device: str = setting("auto", Device(), DEVICE_HELP)
+    steps: int = setting(0, Whole(min=0), "training steps; 0: the recipe's (config/task/caption.yaml)")
+    beam: int = setting(3, Whole(min=1), "beams of the captions judged; 1: greedy")
+    run_dir: str = setting("", Folder(must_exist=False), "the run folder; empty: runs/caption_shapes/DATE_TIME")
+    data_dir: str = setting("datasets", Folder(must_exist=False), "where data=shapes is generated once")
+    threads: int = setting(0, Whole(min=0), "CPU threads; 0: torch's default")
+    show: int = setting(8, Whole(min=0), "test images printed with their captions (and drawn into samples.png)")
+    progress: bool = setting(True, Flag(), "a progress bar while training")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
+
 TARGETS = {"exact_match": 0.97, "bleu4": 0.97}  # on the held-out test compositions
 TRAIN_BUDGET_S = 300  # the recipe's aim on a 2-core CPU
 
@@ -81,9 +94,8 @@ def samples_sheet(images: np.ndarray, captions: list[str], path: Path, scale: in
 
 
 def main(argv: list[str]) -> None:
-    ours = [arg for arg in argv if arg.partition("=")[0] in DEFAULTS]
-    training = [arg for arg in argv if arg not in ours]  # checked by load_config like any training setting
-    args = parse_args(ours, DEFAULTS)
+    ours, training = own_and_training(argv, CaptionShapesArgs)  # training: checked by load_config like any
+    args = parse_args(ours, CaptionShapesArgs, __doc__.split("\nTuning history")[0])  # the history is for readers
     if int(args["threads"]) > 0:
         torch.set_num_threads(int(args["threads"]))
     run_dir = args["run_dir"] or f"runs/caption_shapes/{datetime.now():%Y-%m-%d_%H-%M-%S}"

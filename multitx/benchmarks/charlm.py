@@ -1,22 +1,23 @@
 """Char-LM benchmark on tinyshakespeare: wall time, tokens/s and val loss.
 
     python -m multitx.benchmarks.charlm                    # both configurations below
-    python -m multitx.benchmarks.charlm --only nanogpt-cpu
-    python -m multitx.benchmarks.charlm --only recipe --budget 124   # steps fitted to 124 s
+    python -m multitx.benchmarks.charlm only=nanogpt-cpu
+    python -m multitx.benchmarks.charlm only=recipe budget=124   # steps fitted to 124 s
+    python -m multitx.benchmarks.charlm only=recipe optimizer=adamw   # any other key=value: a training setting
 
 nanogpt-cpu: nanoGPT's README configuration for a laptop CPU (4 layers, 4 heads,
   128 dims, context 64, batch 12, 2000 steps, lr 1e-3 cosine to 1e-4 after 100
   warm-up steps, dropout 0, eval every 250 steps on 20 batches).
 recipe: multitx's default charlm recipe (multitx/config/task/charlm.yaml). With
-  --budget, a config's steps (and warm-up) are scaled down if its timed steps say it
+  budget=SECONDS, a config's steps (and warm-up) are scaled down if its timed steps say it
   would not finish in that many seconds of training (multitx/benchmarks/budget.py):
   the val loss reached in that time on this machine, however fast it runs today.
 
 This benchmark runs multitx alone. To hold either against nanoGPT itself, run both on
 the same machine in one go: python -m multitx.benchmarks.vs_nanogpt (nanoGPT's own
-train.py beside multitx, turn about; --recipe adds the recipe).
+train.py beside multitx, turn about; recipe=true adds the recipe).
 
-Needs tinyshakespeare: downloaded into --data-dir, or copied from
+Needs tinyshakespeare: downloaded into data_dir, or copied from
 ../shared/data/tinyshakespeare.txt when that file is there.
 
 The current figures, with their command, machine and day, are in the README ("Speed and
@@ -65,8 +66,8 @@ QK-norm is a LayerNorm of each head's query and key (ViT-22B's form; RMSNorm, mo
 form, learned the same but its backward took 2.8 ms to LayerNorm's 0.45 for a (24, 8, 64, 32)
 tensor on this CPU).
 
-Timed beside nanoGPT, `python -m multitx.benchmarks.vs_nanogpt --nanogpt DIR --steps 2000
---rounds 1 --recipe` on the same machine and day: the recipe at 450 steps took 51.0 s against
+Timed beside nanoGPT, `python -m multitx.benchmarks.vs_nanogpt nanogpt=DIR steps=2000
+rounds=1 recipe=true` on the same machine and day: the recipe at 450 steps took 51.0 s against
 nanoGPT's 94.7 s (0.54; val 1.661, whole val split 1.668) at 03:47, and 50.2 s against 88.2 s
 (0.57) at 03:58. So the recipe is 400 steps: val about 1.68. At 400 steps, two rounds at 06:46
 took 40.8 and 42.8 s against nanoGPT's 94.8 and 105.5 s (best 0.43 of nanoGPT's; val 1.679,
@@ -80,15 +81,15 @@ reference figure was taken); from 2026-12-01 an AMD EPYC of family 26 (Zen 5, ab
 
 Runs on the Zen 1 of 2026-11-23 (steps, wall s, tokens/s, final val loss):
 
-  multitx, nanoGPT's configuration (--only nanogpt-cpu)          2000  212.9  7,214  1.900
+  multitx, nanoGPT's configuration (only=nanogpt-cpu)            2000  212.9  7,214  1.900
   multitx, default task=charlm recipe (rotary, relu^2, Muon;
-    --only recipe)                                                700  118.8  4,524  1.746
+    only=recipe)                                                  700  118.8  4,524  1.746
   the same, steps fitted to 124 s by timing
-    (--only recipe --budget 124)                                  654  110.0  4,567  1.756
-  the AdamW recipe before Muon (--only recipe optimizer=adamw
+    (only=recipe budget=124)                                      654  110.0  4,567  1.756
+  the AdamW recipe before Muon (only=recipe optimizer=adamw
     steps=2000 lr=2e-3 min_lr=2e-4 warmup_steps=100
     eval_every=250)                                              2000  242.4  6,338  1.667
-  that AdamW recipe cut to ~124 s (--only recipe optimizer=adamw
+  that AdamW recipe cut to ~124 s (only=recipe optimizer=adamw
     steps=1100 eval_every=550 lr=3e-3 min_lr=3e-4
     warmup_steps=50)                                             1100  130.4  6,477  1.815
 
@@ -96,9 +97,9 @@ On 2026-11-23 the shared machine's speed wandered through the day: the nanoGPT-s
 taken in the morning (matrix multiply 65 GFLOP/s), the AdamW recipe rows in the afternoon
 (55 GFLOP/s), the Muon rows at about 18:05, right after a matrix-multiply check gave 69 and
 63 GFLOP/s. Earlier that evening, at 38-55 GFLOP/s, the same 700-step recipe took 152.5 s
-(same loss, 1.746: the run is seeded). The --budget row kept 8% of the budget to spare (10%
+(same loss, 1.746: the run is seeded). The budget=124 row kept 8% of the budget to spare (10%
 now). So the val-loss target (<= 1.75 within 124 s) was met by the default recipe on that
-machine when it ran at its usual speed, not when it was slowed: --budget 124 measures what a
+machine when it ran at its usual speed, not when it was slowed: budget=124 measures what a
 given day allows.
 
 On the Zen 1 of 2026-11-23 the tokens/s target (1.2x nanoGPT) was not met, and could not be.
@@ -113,7 +114,7 @@ optimizer=...`) and buys more than that back per step.
 
 What moved the loss, each on this benchmark, on the Zen 1 of 2026-11-23: rotary positions and
 lr 2e-3 (1.900 -> 1.734 at 2000 steps, GELU); relu^2 in the MLP instead of GELU (1.734 ->
-1.667 at 2000 steps; 1.827 -> 1.787 at 1150-1200 steps); Muon (`--only recipe optimizer=muon
+1.667 at 2000 steps; 1.827 -> 1.787 at 1150-1200 steps); Muon (`only=recipe optimizer=muon
 steps=800 eval_every=400 lr=3e-3 min_lr=3e-4 warmup_steps=50`: 1.748 at 800 steps; the AdamW
 recipe, 2000 steps long, passed 1.75 between steps 1250 and 1500). Muon settings, 800 steps of
 that command each: muon.lr 0.01 1.734, 0.015 1.732, 0.02 1.748, 0.04 1.863; muon.ns_steps=3
@@ -125,16 +126,20 @@ batch 32 (1.841), 96 dims at batch 32 (1.856), 3 layers at context 128 (1.841), 
 (1.813).
 """
 
-import argparse
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from multitx.benchmarks import own_and_training
 from multitx.benchmarks.budget import fit_to_budget
-from multitx.cli import load_config
+from multitx.cli import load_config, parse_args, run_cli
+from multitx.config.hardware import DEVICE_HELP, Device
+from multitx.config.rules import Choice, Flag, Folder, Number
+from multitx.config.settings import setting
 from multitx.data.text.corpus import SHAKESPEARE_SHA256
 from multitx.engine.trainer import train
 from multitx.files import sha256_file
@@ -149,6 +154,17 @@ CONFIGS = {
 }
 
 
+@dataclass
+class CharLMArgs:
+    only: str | None = setting(None, Choice(options=tuple(CONFIGS), null=True),
+                               "one configuration: nanogpt-cpu or recipe; null: both")
+    data_dir: str = setting("datasets", Folder(must_exist=False), "where tinyshakespeare is staged or downloaded")
+    device: str = setting("auto", Device(), DEVICE_HELP)
+    budget: float | None = setting(None, Number(min=0, open="min", null=True),
+                                   "seconds of training to fit each run into; null: the configuration's own steps")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
+
+
 def stage_shakespeare(data_dir: Path) -> None:
     target = data_dir / "shakespeare" / "input.txt"
     shared = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -157,10 +173,14 @@ def stage_shakespeare(data_dir: Path) -> None:
         shutil.copy(shared, target)
 
 
+def settings(name: str, data_dir: Path, run_dir: Path, device: str, extra: list[str]) -> list[str]:
+    return ["task=charlm", "data=shakespeare", f"data_dir={data_dir}", f"run_dir={run_dir}", f"device={device}",
+            "progress=false", "show_tokens=0", *CONFIGS[name], *extra]
+
+
 def run(name: str, data_dir: Path, device: str, extra: list[str], budget: float | None) -> dict:
     run_dir = Path("runs") / "bench" / f"charlm-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    argv = ["task=charlm", "data=shakespeare", f"data_dir={data_dir}", f"run_dir={run_dir}", f"device={device}",
-            "progress=false", "show_tokens=0", *CONFIGS[name], *extra]
+    argv = settings(name, data_dir, run_dir, device, extra)
     cfg = load_config(argv) if budget is None else fit_to_budget(argv, budget)
     start = time.perf_counter()
     train(cfg)
@@ -171,26 +191,23 @@ def run(name: str, data_dir: Path, device: str, extra: list[str], budget: float 
             "best_val": min(e["val_loss"] for e in evals), "steps": cfg.steps}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\nTuning history")[0],  # the history is for readers
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=list(CONFIGS))
-    parser.add_argument("--data-dir", default="datasets")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--budget", type=float, help="seconds of training to fit each run into")
-    parser.add_argument("overrides", nargs="*", help="extra key=value for multitx.train")
-    args = parser.parse_args()
-    data_dir = Path(args.data_dir)
+def main(argv: list[str]) -> None:
+    ours, overrides = own_and_training(argv, CharLMArgs)
+    args = parse_args(ours, CharLMArgs, __doc__.split("\nTuning history")[0])  # the history is for readers
+    data_dir, device = Path(args["data_dir"]), str(args["device"])
+    budget = None if args["budget"] is None else float(args["budget"])
+    names = [name for name in CONFIGS if args["only"] in (None, name)]
+    for name in names:  # the training settings given, checked before anything is staged or trained
+        load_config(settings(name, data_dir, Path("runs") / "bench" / f"charlm-{name}", device, overrides))
     stage_shakespeare(data_dir)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M')}")
-    names = [name for name in CONFIGS if args.only in (None, name)]
-    rows = [run(name, data_dir, args.device, args.overrides, args.budget) for name in names]
+    rows = [run(name, data_dir, device, overrides, budget) for name in names]
     print(f"\n{'config':<12} {'steps':>6} {'wall s':>8} {'tokens/s':>10} {'final val':>10} {'best val':>9}")
     for r in rows:
         print(f"{r['config']:<12} {r['steps']:>6} {r['wall_s']:>8.1f} {r['tokens_per_s']:>10,.0f} "
               f"{r['final_val']:>10.3f} {r['best_val']:>9.3f}")
-    print("\nnanoGPT beside it, on this machine: python -m multitx.benchmarks.vs_nanogpt --nanogpt DIR")
+    print("\nnanoGPT beside it, on this machine: python -m multitx.benchmarks.vs_nanogpt nanogpt=DIR")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

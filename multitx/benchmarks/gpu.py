@@ -1,7 +1,7 @@
 """The project's GPU figures in one command, in at most 8 minutes on one GPU.
 
-    python -m multitx.benchmarks.gpu                           # every part; --only mfu vit for some
-    python -m multitx.benchmarks.gpu --smoke --out /tmp/smoke  # every code path on the CPU: no figures
+    python -m multitx.benchmarks.gpu                           # every part; only=[mfu,vit] for some
+    python -m multitx.benchmarks.gpu --smoke out=/tmp/smoke    # every code path on the CPU: no figures
 
 Each part has a share of the 8 minutes; one still running at the end of its share is stopped
 and reports what it had; one that fails writes its one-line error and the others still run.
@@ -20,28 +20,27 @@ and reports what it had; one that fails writes its one-line error and the others
                   Goal: at least as fast as timm in both.
   fashion  100 s  task=vit_fashion with vit_fashion.py's GPU recipe, evaluated every epoch on the val
                   split held out of the training images, stopped at val_acc >= 0.945; the test split is
-                  scored once at the end. Goal: test accuracy >= 94.5% within 60 s. Data: --fashion-root.
-  caption   80 s  task=caption's recipe on data=shapes (generated once into --data-dir), evaluated every
+                  scored once at the end. Goal: test accuracy >= 94.5% within 60 s. Data: fashion_root=DIR.
+  caption   80 s  task=caption's recipe on data=shapes (generated once into data_dir), evaluated every
                   250 steps with beam search (3 beams, as caption_shapes scores), stopped at
                   exact_match >= 0.97: the time, and BLEU-4 then.
 
 "training s" is the trainer's time_s (seconds since training started, compilation included), on
 which the goals are judged; "wall" adds data preparation and model building around train(). The
-table's seconds are each part's whole wall time. Into --out (default runs/bench/gpu-DATE-TIME/):
+table's seconds are each part's whole wall time. Into out=DIR (default runs/bench/gpu-DATE-TIME/):
 results.json (the figures and each part's details and run folder) and results.md (the table, also
 printed; a row a part: what, goal, result, reached, seconds, device, date, torch).
 
---smoke runs every part on the CPU in fp32 without compilation, tiny and for a few steps (fashion
-on a small random set written in Fashion-MNIST's IDX format), marked "smoke run, not a measurement".
+--smoke (or smoke=true) runs every part on the CPU in fp32 without compilation, tiny and for a few
+steps (fashion on a small random set written in Fashion-MNIST's IDX format), marked "smoke run, not a
+measurement".
 Without --smoke and without a CUDA device the command refuses (exit 2).
 """
 
-import argparse
 import contextlib
 import gzip
 import json
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -49,11 +48,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import ListConfig
 
 from multitx.benchmarks import peaks
 from multitx.benchmarks.charlm import stage_shakespeare
 from multitx.benchmarks.vit_fashion import RECIPES
-from multitx.cli import load_config
+from multitx.cli import load_config, parse_args, run_cli
+from multitx.config.rules import Flag, Folder, Rule
+from multitx.config.settings import setting
 from multitx.data.images.datasets import FASHION_FILES
 from multitx.data.text.corpus import SHAKESPEARE_SHA256
 from multitx.engine.metrics import read_jsonl
@@ -220,7 +222,7 @@ def fashion(suite: Suite):
     root = write_fake_fashion(suite.out / "fashion-data") if suite.smoke else suite.fashion_root
     names = [name for pair in FASHION_FILES.values() for name in pair]
     if not all((root / f"{n}.gz").exists() or (root / n).exists() for n in names):
-        raise Skipped(f"Fashion-MNIST is not in {root} (its four IDX files); give --fashion-root DIR")
+        raise Skipped(f"Fashion-MNIST is not in {root} (its four IDX files); give fashion_root=DIR")
     run = train_run(suite, "fashion", [*FASHION, f"data.root={root}"])
     hit = first(run["evaluations"], "val_acc", lambda v: v >= 0.945)
     test_acc = run["test"].get("test_acc")
@@ -292,38 +294,52 @@ def table(rows: list[Row], meta: dict) -> str:
     return f"# {title}\n\n" + "\n".join(lines) + "\n"
 
 
-def refuse(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+@dataclass(frozen=True)
+class Parts(Rule):
+    """only=: one part's name or a list of them."""
+
+    def accepts(self, value) -> bool:
+        names = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, ListConfig)) else []
+        return bool(names) and all(isinstance(name, str) and name in PARTS for name in names)
+
+    def describe(self) -> str:
+        return f"a part or a list of them ([mfu,vit]), from {', '.join(PARTS)}"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=f"parts: {', '.join(PARTS)}; each is described by python -m pydoc "
-                                            "multitx.benchmarks.gpu")
-    parser.add_argument("--only", nargs="+", choices=list(PARTS), metavar="PART", help="run only these parts")
-    parser.add_argument("--out", type=Path, help="folder for results.json and results.md and the run folders")
-    parser.add_argument("--data-dir", type=Path, default=Path("datasets"), help="tinyshakespeare, shapes")
-    parser.add_argument("--fashion-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--smoke", action="store_true", help="every part on the CPU, tiny and fast: no figures")
-    args = parser.parse_args(argv)
-    if not args.smoke and not torch.cuda.is_available():
-        refuse("no CUDA device is visible: this suite measures GPU figures; run it on a GPU, or add --smoke for "
-               "a CPU run of every code path")
-    out = args.out or Path("runs/bench") / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}"
+@dataclass
+class GPUArgs:
+    only: list = setting(list(PARTS), Parts(), "the parts to run, in the suite's order: one (only=mfu) or a list "
+                         "(only=[mfu,vit])")
+    out: str | None = setting(None, Folder(must_exist=False, null=True), "folder for results.json, results.md and "
+                              "the run folders; null: runs/bench/gpu-DATE-TIME")
+    data_dir: str = setting("datasets", Folder(must_exist=False), "tinyshakespeare (staged), shapes (generated)")
+    fashion_root: str = setting("/usr/share/datasets/fashion-mnist", Folder(),
+                                "Fashion-MNIST's four IDX files, for the fashion part (skipped where they are not)")
+    smoke: bool = setting(False, Flag(), "every part on the CPU, tiny and fast: no figures (--smoke is the same)")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, GPUArgs, __doc__)
+    smoke = bool(args["smoke"])
+    only = [args["only"]] if isinstance(args["only"], str) else list(args["only"])
+    if not smoke and not torch.cuda.is_available():
+        raise UserError("no CUDA device is visible: this suite measures GPU figures; run it on a GPU, or add --smoke "
+                        "for a CPU run of every code path")
+    out = Path(args["out"]) if args["out"] else Path("runs/bench") / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        refuse(f"cannot make --out {out} ({err.strerror}); choose another folder")
-    device = torch.device("cpu" if args.smoke else "cuda")
-    name = "CPU (--smoke)" if args.smoke else torch.cuda.get_device_name(device)
+        raise UserError(f"cannot make out={out} ({err.strerror}); choose another folder") from None
+    device = torch.device("cpu" if smoke else "cuda")
+    name = "CPU (--smoke)" if smoke else torch.cuda.get_device_name(device)
     print(f"device: {name}; torch {torch.__version__}; results into {out}", flush=True)
-    suite = Suite(args.smoke, device, name, out, args.data_dir, args.fashion_root)
-    if not args.smoke:
+    suite = Suite(smoke, device, name, out, Path(args["data_dir"]), Path(args["fashion_root"]))
+    if not smoke:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    rows = [run_part(part, suite) for part in PARTS if args.only is None or part in args.only]
-    meta = {"device": name, "date": date.today().isoformat(), "torch": torch.__version__, "smoke": args.smoke}
+    rows = [run_part(part, suite) for part in PARTS if part in only]
+    meta = {"device": name, "date": date.today().isoformat(), "torch": torch.__version__, "smoke": smoke}
     (out / "results.json").write_text(json.dumps({**meta, "parts": [asdict(r) for r in rows]}, indent=1,
                                                  default=str) + "\n", encoding="utf-8")
     markdown = table(rows, meta)
@@ -332,4 +348,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

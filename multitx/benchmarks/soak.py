@@ -1,16 +1,16 @@
 """Soak benchmark: does a long char-LM run leak memory or slow down?
 
     python -m multitx.benchmarks.soak                       # 20,000 tiny steps on pysource
-    python -m multitx.benchmarks.soak --steps 2000          # a shorter soak
-    python -m multitx.benchmarks.soak --text FILE           # data=textfile data.path=FILE
-    python -m multitx.benchmarks.soak --run-dir runs/soak device=cpu   # trailing key=value go to the config
+    python -m multitx.benchmarks.soak steps=2000            # a shorter soak
+    python -m multitx.benchmarks.soak text=FILE             # data=textfile data.path=FILE
+    python -m multitx.benchmarks.soak run_dir=runs/soak device=cpu   # any other key=value goes to the config
 
 Trains task=charlm through the real engine (multitx.engine.trainer.train) with a
 tiny model (2 layers, 2 heads, 32 dims, context 32, batch 8, AdamW), evaluating
 and checkpointing ten times along the way (every 2,000 steps of 20,000), as a
 long run would. Nothing is downloaded: the text is the Python standard library's
-own source unless --text names a file. The run folder (and its data cache) is a
-temporary folder, removed afterwards, unless --run-dir / --data-dir say where.
+own source unless text= names a file. The run folder (and its data cache) is a
+temporary folder, removed afterwards, unless run_dir= / data_dir= say where.
 
 The engine has no hooks, so the task measures itself: SoakTask is the char-LM task
 whose training-mode `loss` notes the time at the start of every step and the
@@ -26,27 +26,30 @@ results"). What follows is the history of earlier ones.
 
 Tuning history
 --------------
-`python -m multitx.benchmarks.soak --threads 1` on the 2-core AMD EPYC (Zen 5): without the
+`python -m multitx.benchmarks.soak threads=1` on the 2-core AMD EPYC (Zen 5): without the
 plots (run at 2026-12-01 22:39, before they existed), RSS grew by +2.6 MB. A collection after
 each evaluation's figures matters: without it, matplotlib's figure cycles waited for Python's
 rare full collection and the same run grew by +74.3 MB (against +41.7 MB with it, 2026-12-02
 00:13).
 """
 
-import argparse
 import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.utils import get_class
 
-from multitx.cli import load_config, run_cli
+from multitx.benchmarks import own_and_training
+from multitx.cli import load_config, parse_args, run_cli
+from multitx.config.rules import File, Flag, Folder, Whole
+from multitx.config.settings import setting
 from multitx.engine.trainer import train
 from multitx.tasks.charlm import CharLMTask
 
@@ -55,6 +58,18 @@ WARM_STEP = 100  # RSS baseline: after the first steps, once buffers, optimizer 
 WINDOW = 1000  # steps in each step-time median
 TINY = ["model.trunk.layers=2", "model.trunk.heads=2", "model.trunk.dim=32", "model.context=32", "batch_size=8",
         "optimizer=adamw", "show_tokens=0", "progress=false"]
+
+
+@dataclass
+class SoakArgs:
+    steps: int = setting(20_000, Whole(min=2), "training steps; at least 2: a step time is the gap between two steps")
+    text: str | None = setting(None, File(text=True, null=True), "a UTF-8 file to train on (data=textfile); "
+                               "null: data=pysource")
+    run_dir: str = setting("", Folder(must_exist=False), "run folder to keep (it must hold no checkpoints); empty: a "
+                           "temporary one")
+    data_dir: str = setting("", Folder(must_exist=False), "corpus cache to reuse; empty: beside the run, temporary")
+    threads: int = setting(0, Whole(min=0), "torch threads; 0: torch's own choice")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
 
 
 def rss_mb() -> dict[str, float]:
@@ -111,12 +126,13 @@ def step_times_ms(starts: np.ndarray) -> np.ndarray:
     return np.diff(starts) * 1000
 
 
-def soak_config(args: argparse.Namespace, run_dir: Path, data_dir: Path):
-    data = ["data=textfile", f"data.path={Path(args.text).resolve()}"] if args.text else ["data=pysource"]
-    eval_every = max(1, min(2000, args.steps // 10))  # ten evaluations and checkpoints through the run
-    return load_config(["task=charlm", *data, f"data_dir={data_dir}", f"run_dir={run_dir}", f"steps={args.steps}",
+def soak_config(args: dict, overrides: list[str], run_dir: Path, data_dir: Path):
+    data = ["data=textfile", f"data.path={Path(str(args['text'])).resolve()}"] if args["text"] else ["data=pysource"]
+    steps = int(args["steps"])
+    eval_every = max(1, min(2000, steps // 10))  # ten evaluations and checkpoints through the run
+    return load_config(["task=charlm", *data, f"data_dir={data_dir}", f"run_dir={run_dir}", f"steps={steps}",
                         f"eval_every={eval_every}", *TINY, "task._target_=multitx.benchmarks.soak.SoakTask",
-                        *args.overrides])
+                        *overrides])
 
 
 def report(record: dict, wall_s: float, after_mb: float) -> bool:
@@ -142,25 +158,15 @@ def report(record: dict, wall_s: float, after_mb: float) -> bool:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m multitx.benchmarks.soak",
-                                     description=__doc__.split("\nTuning history")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--text", help="a UTF-8 file to train on (data=textfile); default: data=pysource")
-    parser.add_argument("--run-dir", help="run folder to keep (it must hold no checkpoints); default: a temporary one")
-    parser.add_argument("--data-dir", help="corpus cache to reuse; default: beside the run, temporary")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; default: torch's own choice")
-    parser.add_argument("overrides", nargs="*", help="extra key=value for multitx.train")
-    args = parser.parse_args(argv)
-    if args.steps < 2:
-        parser.error("--steps must be at least 2: a step time is the gap between two steps")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ours, overrides = own_and_training(argv, SoakArgs)
+    args = parse_args(ours, SoakArgs, __doc__.split("\nTuning history")[0])  # the history is for readers
+    if int(args["threads"]):
+        torch.set_num_threads(int(args["threads"]))
     with tempfile.TemporaryDirectory(prefix="multitx-soak-") as tmp:
-        run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"
-        data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "datasets"
+        run_dir = Path(args["run_dir"]) if args["run_dir"] else Path(tmp) / "run"
+        data_dir = Path(args["data_dir"]) if args["data_dir"] else Path(tmp) / "datasets"
         start = time.perf_counter()
-        cfg = soak_config(args, run_dir, data_dir)
+        cfg = soak_config(args, overrides, run_dir, data_dir)
         print(f"soak: {cfg.steps:,} steps of charlm on {cfg.data.name}, eval every {cfg.eval_every}; torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; {load_average()}; "
               f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)

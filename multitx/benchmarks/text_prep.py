@@ -1,7 +1,7 @@
 """Preparing a large corpus with byte-level BPE: MB/s and peak resident memory, at two sizes.
 
-    python -m multitx.benchmarks.text_prep                     # 1 GB and 4 GB, generated once under --dir
-    python -m multitx.benchmarks.text_prep --sizes 0.25 --dir /tmp/text_prep
+    python -m multitx.benchmarks.text_prep                     # 1 GB and 4 GB, generated once under dir
+    python -m multitx.benchmarks.text_prep sizes=[0.25] dir=/tmp/text_prep
 
 The corpus is generated (deterministically, from a fixed list of words) as eight .txt files
 of each size. Each preparation runs in a fresh process, as `python -m multitx.train task=lm
@@ -14,15 +14,19 @@ tokenizer, every core busy, no files written. Goals: the same peak at both sizes
 10%), and encoding at least 80% as fast as encode_batch alone.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from multitx.cli import parse_args, run_cli
+from multitx.config.rules import POSITIVE, Flag, Folder, Numbers, Whole, Workers
+from multitx.config.settings import setting
 
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but have an they "
          "you were her she there been one all we their has would when if so no will what can more said out up its "
@@ -65,6 +69,23 @@ print(json.dumps({"mb_per_s": len(text.encode("utf-8")) / 2**20 / seconds, "toke
 """
 
 
+@dataclass
+class TextPrepArgs:
+    sizes: list = setting([1.0, 4.0], Numbers(each=POSITIVE), "corpus sizes in GB, a list (sizes=[0.25])")
+    vocab: int = setting(2048, Whole(min=258), "data.vocab_size: at least 258 (the 256 bytes, <|endoftext|> and a "
+                         "merge)")
+    workers: str = setting("auto", None, "data.workers: auto or a number of processes; 0: the preparing process")
+    dir: str = setting("runs/bench/text_prep", Folder(must_exist=False), "where corpora and tokens are written")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
+
+
+def workers_of(value: str) -> str | int:
+    """workers=: auto or a whole number (the text the command line gave, its default being text)."""
+    workers = int(value) if value.strip().isdigit() else value
+    Workers().check("workers", workers)
+    return workers
+
+
 def generate(folder: Path, gigabytes: float) -> int:
     """Eight .txt files of random sentences, `gigabytes` in all (made once; the same every time)."""
     size = int(gigabytes * 2**30)
@@ -99,23 +120,18 @@ def run(script: str, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4], help="corpus sizes in GB")
-    parser.add_argument("--vocab", type=int, default=2048, help="data.vocab_size")
-    parser.add_argument("--workers", default="auto", help="data.workers")
-    parser.add_argument("--dir", default="runs/bench/text_prep", help="where corpora and tokens are written")
-    args = parser.parse_args()
-    workers = args.workers if args.workers == "auto" else int(args.workers)
-    root = Path(args.dir)
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, TextPrepArgs, __doc__)
+    workers, vocab = workers_of(str(args["workers"])), int(args["vocab"])
+    root = Path(args["dir"])
     print(f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     rows = []
-    for gb in args.sizes:
+    for gb in (float(size) for size in args["sizes"]):
         corpus = root / f"corpus-{gb:g}GB"
         size = generate(corpus, gb)
         out = root / f"tokens-{gb:g}GB"
         (out / "stamp").unlink(missing_ok=True)
-        got = run(PREPARE % {"vocab": args.vocab, "workers": workers}, str(corpus), str(out))
+        got = run(PREPARE % {"vocab": vocab, "workers": workers}, str(corpus), str(out))
         reference = run(REFERENCE, str(corpus / "part0.txt"), str(out / "vocab.json"))
         mb = size / 2**20
         rows.append({"size_gb": gb, "mb": mb, **got, "encode_mb_per_s": mb / got["encode_s"],
@@ -130,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,17 +1,17 @@
 """Train task=vit_fashion within a time budget and print the test accuracy.
 
     python -m multitx.benchmarks.vit_fashion                          # CPU recipe, at most 600 s
-    python -m multitx.benchmarks.vit_fashion --recipe gpu             # the GPU recipe (device auto)
-    python -m multitx.benchmarks.vit_fashion --budget 300 model.trunk.dim=64  # any key=value override
+    python -m multitx.benchmarks.vit_fashion recipe=gpu               # the GPU recipe (device auto)
+    python -m multitx.benchmarks.vit_fashion budget=300 model.trunk.dim=64    # any other key=value: a training setting
 
 The step count is fitted to the budget (multitx/benchmarks/budget.py): it times a few training
 steps and one evaluation of the recipe's model on this machine, and if the
-recipe's steps would not fit in --budget seconds (evaluations and data loading
+recipe's steps would not fit in `budget` seconds (evaluations and data loading
 included), it scales steps and warm-up down to fit. Then it runs the ordinary
 engine (python -m multitx.train would give the same run) and reports the test
 accuracy of the final model over all 10,000 test images, and the best one.
 
-Fashion-MNIST comes from --data-root (Debian's dataset-fashion-mnist:
+Fashion-MNIST comes from data_root= (Debian's dataset-fashion-mnist:
 /usr/share/datasets/fashion-mnist), DATA_DIR/FashionMNIST/raw, or a download.
 
 The current figure, with its command, machine and day, is in the README ("Speed and
@@ -41,8 +41,8 @@ with flips, label smoothing 0.1 and a stem of 32, 64, 128 channels, one change a
   muon.lr=0.005                           92.16%
   muon.lr=0.003                           92.17%
 
-Then whole runs of `python -m multitx.benchmarks.vit_fashion --data-root
-/usr/share/datasets/fashion-mnist augment.flip=true augment.label_smoothing=0.1` with the
+Then whole runs of `python -m multitx.benchmarks.vit_fashion
+data_root=/usr/share/datasets/fashion-mnist augment.flip=true augment.label_smoothing=0.1` with the
 settings given (the benchmark fits the step count to the budget):
 
   settings                                                steps  epochs  wall s  test accuracy
@@ -64,8 +64,8 @@ points short, about as far as one seed moves the figure (0.23 points on 2026-12-
 
 The earlier trials:
 
-On the Zen 5 of 2026-12-01, each row is `python -m multitx.benchmarks.vit_fashion --data-root
-/usr/share/datasets/fashion-mnist` with the overrides given (the recipe's row ran at 18:42,
+On the Zen 5 of 2026-12-01, each row is `python -m multitx.benchmarks.vit_fashion
+data_root=/usr/share/datasets/fashion-mnist` with the overrides given (the recipe's row ran at 18:42,
 2,448 images/s):
 
   overrides                                                  steps  epochs  wall s  test accuracy
@@ -93,7 +93,7 @@ On the Zen 1 of 2026-11-23, with flips (the recipe of that day): 90.39% after 28
 (6.1 epochs), 605 s wall (5 s over: the run's steps were slower than the calibration's), 653
 images/s, run at 18:09. With muon.lr=0.03 at 18:36: 88.96% after 3150 steps, and 616 s with
 a 6% margin; the benchmark now keeps 10% to spare. Muon's gain per step is large early and
-small by the end: at 1000 steps (`--budget 100000 steps=1000 warmup_steps=50
+small by the end: at 1000 steps (`budget=100000 steps=1000 warmup_steps=50
 eval_every=1000`, with and without `optimizer=muon muon.lr=0.015`) 89.12% against 86.78% for
 AdamW, but over the whole budget 90.39% in 2860 steps against AdamW's 90.32% in 3173 (the
 first row below). An earlier Muon run of the same command at 17:56, on a slower machine and a
@@ -120,13 +120,17 @@ In ten CPU minutes, more epochs of a cheaper model won; the conv stem won back w
 patches lost.
 """
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from multitx.benchmarks import own_and_training
 from multitx.benchmarks.budget import fit_to_budget
+from multitx.cli import parse_args, run_cli
+from multitx.config.rules import POSITIVE, Choice, Flag, Folder
+from multitx.config.settings import setting
 from multitx.engine.trainer import train
 from multitx.evaluate import evaluate
 
@@ -146,21 +150,28 @@ RECIPES = {
 }
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="cpu", choices=sorted(RECIPES))
-    parser.add_argument("--budget", type=float, default=600.0, help="seconds for the whole run, evaluations included")
-    parser.add_argument("--data-root", default=None, help="folder holding Fashion-MNIST's four .gz files")
-    parser.add_argument("--run-dir", default=None)
-    parser.add_argument("overrides", nargs="*", help="key=value settings, as for python -m multitx.train")
-    args = parser.parse_args(argv)
+@dataclass
+class ViTFashionArgs:
+    recipe: str = setting("cpu", Choice(options=tuple(sorted(RECIPES))), "cpu: task=vit_fashion as shipped, for a "
+                          "2-core CPU; gpu: a wider, deeper model for a GPU (RECIPES in this file)")
+    budget: float = setting(600.0, POSITIVE, "seconds for the whole run, evaluations included")
+    data_root: str | None = setting(None, Folder(null=True), "folder holding Fashion-MNIST's four .gz files; null: "
+                                    "DATA_DIR/FashionMNIST/raw or a download")
+    run_dir: str = setting("", Folder(must_exist=False), "the run folder; empty: runs/bench/vit_fashion-RECIPE-TIME")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
 
-    run_dir = Path(args.run_dir or f"runs/bench/vit_fashion-{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
-    base = ["task=vit_fashion", *RECIPES[args.recipe], f"run_dir={run_dir}", "progress=false"]
-    if args.data_root:
-        base.append(f"data.root={args.data_root}")
+
+def main(argv: list[str]) -> None:
+    ours, overrides = own_and_training(argv, ViTFashionArgs)
+    args = parse_args(ours, ViTFashionArgs, __doc__.split("\nTuning history")[0])  # the history is for readers
+    recipe, seconds = str(args["recipe"]), float(args["budget"])
+
+    run_dir = Path(args["run_dir"] or f"runs/bench/vit_fashion-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}")
+    base = ["task=vit_fashion", *RECIPES[recipe], f"run_dir={run_dir}", "progress=false"]
+    if args["data_root"]:
+        base.append(f"data.root={args['data_root']}")
     started = time.perf_counter()
-    cfg = fit_to_budget(base + args.overrides, args.budget, started=started)
+    cfg = fit_to_budget(base + overrides, seconds, started=started)
     train(cfg)
     wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -174,15 +185,15 @@ def main(argv=None) -> None:
     images = cfg.steps * cfg.batch_size * cfg.grad_accum
     held = min(max(1, round(cfg.data.val_fraction * 6000)), 5999) if cfg.data.val_fraction else 0
     train_images = 60000 - 10 * held  # data/images/splits.py holds out per class; 6,000 of each class
-    over = f" (OVER budget by {wall - args.budget:.0f} s: the machine ran slower than calibrated)" \
-        if wall > args.budget else ""
-    print(f"\nvit_fashion --recipe {args.recipe}: test accuracy {test_final:.2%} (final model, all 10,000 test "
+    over = f" (OVER budget by {wall - seconds:.0f} s: the machine ran slower than calibrated)" \
+        if wall > seconds else ""
+    print(f"\nvit_fashion recipe={recipe}: test accuracy {test_final:.2%} (final model, all 10,000 test "
           f"images), {test_best:.2%} (the checkpoint best on val, step {best['step']}); val accuracy "
           f"{final['val_acc']:.2%} (final); {cfg.steps} steps, {images / train_images:.1f} epochs, "
           f"{wall:.0f} s wall of a "
-          f"{args.budget:.0f} s budget (the test evaluations after it){over}, {final['images_per_s']:,.0f} images/s; "
+          f"{seconds:.0f} s budget (the test evaluations after it){over}, {final['images_per_s']:,.0f} images/s; "
           f"{date.today()}; run folder {run_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,14 +1,14 @@
 """multitx's ViT against timm's VisionTransformer, same shape, same process, turn about.
 
     python -m multitx.benchmarks.vit_vs_timm                      # device auto: CUDA (bf16 autocast) or CPU
-    python -m multitx.benchmarks.vit_vs_timm --device cpu --rounds 5
+    python -m multitx.benchmarks.vit_vs_timm device=cpu rounds=5
 
 Both models: 32x32 RGB input, patch 4 (64 patches + CLS), 192 dims, 6 layers,
 3 heads, MLP ratio 4, 10 classes, batch 128. A training step is forward,
 cross-entropy, backward and an AdamW step (fused for multitx, as its trainer runs it; timm's
 as its train.py runs it, fused only on a GPU); inference is one forward under
-torch.inference_mode. Each round times every model for --steps steps, after
---warmup untimed steps each; the table shows the median round.
+torch.inference_mode. Each round times every model for `steps` steps, after
+`warmup` untimed steps each; the table shows the median round.
 
 Rows: timm, multitx (as it runs by default), and multitx with its CLS shortcut
 switched off (every token through the last block, as timm computes it), so
@@ -22,9 +22,9 @@ Tuning history
 On the Zen 5 (AMD EPYC family 26) of 2026-12-01, 19:00, 5 rounds: training 178.4 (multitx),
 156.2 (no shortcut) and 154.8 (timm) images/s, 1.15x and 1.01x; inference 549.5, 475.9 and
 485.2, 1.13x and 0.98x. A second run at 19:36 gave the same ratios; with multitx.trace in the
-tree, --rounds 3 gave 1.21x and 1.22x in training, 1.16x and 1.12x in inference.
+tree, rounds=3 gave 1.21x and 1.22x in training, 1.16x and 1.12x in inference.
 
-`python -m multitx.benchmarks.vit_vs_timm --device cpu` (fp32, 2 CPU threads, medians of 5
+`python -m multitx.benchmarks.vit_vs_timm device=cpu` (fp32, 2 CPU threads, medians of 5
 alternating rounds) on the Zen 1 of 2026-11-23, the project's 2-core first-generation AMD EPYC
 (family 23) of that day:
 
@@ -38,14 +38,17 @@ shortcut) images/s; an earlier run that day gave 1.20x / 1.16x. (timm's 116 imag
 issue is from an earlier day.)
 """
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multitx.cli import parse_args, run_cli
+from multitx.config.rules import Choice, Flag, Whole
+from multitx.config.settings import setting
 from multitx.models.vit import ViT, build_vit
 
 SHAPE = {"image_size": 32, "patch_size": 4, "dim": 192, "layers": 6, "heads": 3, "mlp_ratio": 4.0, "classes": 10}
@@ -119,31 +122,36 @@ def images_per_s(models: dict[str, nn.Module], device: torch.device, *, batch: i
     return results
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\nTuning history")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per model, alternating")
-    parser.add_argument("--steps", type=int, default=3, help="steps per round (CUDA: 50)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (CUDA: 20)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
-    args = parser.parse_args(argv)
+@dataclass
+class ViTVsTimmArgs:
+    device: str = setting("auto", Choice(options=("auto", "cpu", "cuda")), "auto: CUDA (bf16 autocast) if visible, "
+                          "else the CPU (fp32)")
+    batch: int = setting(128, Whole(min=1), "images a step")
+    rounds: int = setting(9, Whole(min=1), "timed rounds per model, alternating")
+    steps: int = setting(3, Whole(min=1), "steps per round (CUDA: 50)")
+    warmup: int = setting(2, Whole(min=0), "untimed steps per model first (CUDA: 20)")
+    threads: int = setting(0, Whole(min=0), "torch CPU threads; 0: torch's default")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
 
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, ViTVsTimmArgs, __doc__.split("\nTuning history")[0])  # the history is for readers
+    batch, rounds = int(args["batch"]), int(args["rounds"])
+    device = torch.device("cuda" if args["device"] == "cuda" or (args["device"] == "auto" and
+                                                                 torch.cuda.is_available()) else "cpu")
+    if int(args["threads"]):
+        torch.set_num_threads(int(args["threads"]))
     cuda = device.type == "cuda"
-    steps, warmup = (50, 20) if cuda and args.steps == 3 and args.warmup == 2 else (args.steps, args.warmup)
+    steps, warmup = (50, 20) if cuda and args["steps"] == 3 and args["warmup"] == 2 else \
+        (int(args["steps"]), int(args["warmup"]))
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     models = build_models(device)
-    results = images_per_s(models, device, batch=args.batch, rounds=args.rounds, steps=steps, warmup=warmup)
+    results = images_per_s(models, device, batch=batch, rounds=rounds, steps=steps, warmup=warmup)
 
     where = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nViT 32x32/4, 192 dims, 6 layers, 3 heads, batch {args.batch}; {where}; "
-          f"{'bf16 autocast' if cuda else 'fp32'}; torch {torch.__version__}; median of {args.rounds} rounds "
+    print(f"\nViT 32x32/4, 192 dims, 6 layers, 3 heads, batch {batch}; {where}; "
+          f"{'bf16 autocast' if cuda else 'fp32'}; torch {torch.__version__}; median of {rounds} rounds "
           f"x {steps} steps\n")
     base = {k: statistics.median(results["timm VisionTransformer"][k]) for k in ("train", "infer")}
     print(f"{'model':32s} {'params':>8s} {'train img/s':>12s} {'vs timm':>8s} {'infer img/s':>12s} {'vs timm':>8s}")
@@ -157,4 +165,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

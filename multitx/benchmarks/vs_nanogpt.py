@@ -1,26 +1,26 @@
 """The char LM beside nanoGPT itself: the same text, the same configuration, whole processes, turn about.
 
     git clone https://github.com/karpathy/nanoGPT /somewhere/nanoGPT    # once; nothing of it is kept here
-    python -m multitx.benchmarks.vs_nanogpt --nanogpt /somewhere/nanoGPT
-    python -m multitx.benchmarks.vs_nanogpt --nanogpt DIR --steps 2000 --rounds 1 --recipe
-    python -m multitx.benchmarks.vs_nanogpt --nanogpt DIR --steps 2000 --rounds 1 compile=true
+    python -m multitx.benchmarks.vs_nanogpt nanogpt=/somewhere/nanoGPT
+    python -m multitx.benchmarks.vs_nanogpt nanogpt=DIR steps=2000 rounds=1 recipe=true
+    python -m multitx.benchmarks.vs_nanogpt nanogpt=DIR steps=2000 rounds=1 compile=true
 
 Each round runs nanoGPT's `train.py` with its README's laptop-CPU configuration (4 layers, 4
 heads, 128 dims, context 64, batch 12, dropout 0, AdamW lr 1e-3 cosine to 1e-4, warm-up 100,
 betas 0.9/0.99, weight decay 0.1, clipping 1.0, learned positions, GELU, fp32, evaluation every
 250 iterations) and `python -m multitx.train task=charlm` with the same settings
 (multitx/benchmarks/charlm.py's CONFIGS["nanogpt-cpu"]), each as a fresh process timed from
-start to exit, alternating which goes first. Extra key=value arguments go to multitx only (e.g.
-compile=true, to see what torch.compile buys).
+start to exit, alternating which goes first. Any other key=value goes to multitx only (e.g.
+compile=true, to see what torch.compile buys), checked before anything runs.
 
---recipe adds a third program to each round: multitx's default `task=charlm` recipe
+recipe=true adds a third program to each round: multitx's default `task=charlm` recipe
 (multitx/config/task/charlm.yaml, its own length and batch) on the same text, to hold its val
-loss and wall time against nanoGPT's run of --steps iterations (the issue's target: val <= 1.70
+loss and wall time against nanoGPT's run of `steps` iterations (the issue's target: val <= 1.70
 in at most half nanoGPT's wall time for its 2000 iterations). Its row also gives the loss over
 the whole val split (python -m multitx.evaluate's figure, computed after the timing), since a
 20-batch estimate moves by about +-0.01 with the windows drawn.
 
-The data: tinyshakespeare (--text, default ../shared/data/tinyshakespeare.txt or
+The data: tinyshakespeare (text=FILE, default ../shared/data/tinyshakespeare.txt or
 datasets/shakespeare/input.txt), split 90/10 as both programs do, and written for nanoGPT the
 way its data/shakespeare_char/prepare.py writes it (train.bin, val.bin as uint16, meta.pkl)
 into a work folder, which also holds nanoGPT's configurator.py and config file (train.py reads
@@ -49,13 +49,13 @@ All on the Zen 4 of 2026-12-06 (AMD EPYC family 25 model 17, 2 cores, fp32 matri
 190-195 GFLOP/s), with nanoGPT's checkout of that day; walls in seconds, nanoGPT's first:
 
   time   command                                      nanoGPT  multitx  ratio   recipe (steps: wall, val)
-  02:56  --steps 2000 --rounds 1                        102.1     95.2  1.07x
-  03:47  --steps 2000 --rounds 1 --recipe                94.7    101.5  0.93x   450: 51.0 s, 1.661 (whole 1.668)
-  03:58  --steps 2000 --rounds 1 --recipe                88.2     98.1  0.90x   450: 50.2 s, 1.661 (whole 1.668)
-  06:46  --steps 2000 --rounds 2 --recipe (best of 2)    94.8     91.6  1.03x   400: 40.8 s, 1.679 (whole 1.683)
+  02:56  steps=2000 rounds=1                            102.1     95.2  1.07x
+  03:47  steps=2000 rounds=1 recipe=true                 94.7    101.5  0.93x   450: 51.0 s, 1.661 (whole 1.668)
+  03:58  steps=2000 rounds=1 recipe=true                 88.2     98.1  0.90x   450: 50.2 s, 1.661 (whole 1.668)
+  06:46  steps=2000 rounds=2 recipe=true (best of 2)     94.8     91.6  1.03x   400: 40.8 s, 1.679 (whole 1.683)
   then multitx keeps freed CPU memory for reuse (multitx/engine/cpu_memory.py):
-  07:42  --steps 2000 --rounds 1 --recipe               101.8     95.5  1.07x   400: 40.1 s, 1.679 (whole 1.683)
-  07:47  --steps 2000 --rounds 2 --recipe (best of 2)    95.4     87.2  1.09x   400: 39.6 s, 1.679 (whole 1.683)
+  07:42  steps=2000 rounds=1 recipe=true                101.8     95.5  1.07x   400: 40.1 s, 1.679 (whole 1.683)
+  07:47  steps=2000 rounds=2 recipe=true (best of 2)     95.4     87.2  1.09x   400: 39.6 s, 1.679 (whole 1.683)
 
 Single rounds of the same program moved by up to 11% (nanoGPT 94.8 and 105.5 s at 06:46), more
 than the two programs differ. An operator profile of 30 steps of each model (torch.profiler, the
@@ -68,7 +68,6 @@ same attention. `compile=true` took 28 s to compile and ran the step no faster (
 trial against 1.660 at 450, both under 1.70, the shorter 10% sooner).
 """
 
-import argparse
 import json
 import pickle
 import re
@@ -83,8 +82,13 @@ from pathlib import Path
 
 import torch
 
+from multitx.benchmarks import own_and_training
 from multitx.benchmarks.charlm import CONFIGS
+from multitx.cli import load_config, parse_args, run_cli
+from multitx.config.rules import File, Flag, Folder, Whole
+from multitx.config.settings import setting
 from multitx.data.text.corpus import load_corpus
+from multitx.errors import UserError
 
 NANOGPT_CPU = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",
                "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0", "--dtype=float32"]
@@ -94,8 +98,20 @@ NEEDED = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_c
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Refused(Exception):
-    """A bad argument: one line, exit 2."""
+@dataclass
+class VsNanoGPTArgs:
+    nanogpt: str | None = setting(None, Folder(hint="give a nanoGPT checkout: git clone "
+                                               "https://github.com/karpathy/nanoGPT"),
+                                  "a nanoGPT checkout (only read); required")
+    steps: int = setting(500, Whole(min=EVAL_EVERY), f"iterations of both programs; at least {EVAL_EVERY}, the "
+                         "evaluation interval")
+    rounds: int = setting(2, Whole(min=1), "each program once a round, first in turn")
+    text: str | None = setting(None, File(text=True, null=True), "tinyshakespeare; null: "
+                               "../shared/data/tinyshakespeare.txt or datasets/shakespeare/input.txt")
+    work: str | None = setting(None, Folder(must_exist=False, null=True), "the work folder; null: "
+                               "runs/bench/vs_nanogpt-TIME")
+    recipe: bool = setting(False, Flag(), "also run the default task=charlm recipe each round (--recipe is the same)")
+    debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
 
 
 @dataclass
@@ -114,14 +130,14 @@ def default_text() -> Path:
                  "input.txt"):
         if path.exists():
             return path
-    raise Refused("no tinyshakespeare found: give --text FILE")
+    raise UserError("no tinyshakespeare found: give text=FILE")
 
 
 def check_checkout(nanogpt: Path) -> None:
     missing = [name for name in NEEDED if not (nanogpt / name).is_file()]
     if missing:
-        raise Refused(f"--nanogpt {nanogpt} is not a nanoGPT checkout (no {', '.join(missing)}); clone "
-                      f"https://github.com/karpathy/nanoGPT and give its folder")
+        raise UserError(f"nanogpt={nanogpt} is not a nanoGPT checkout (no {', '.join(missing)}); clone "
+                        f"https://github.com/karpathy/nanoGPT and give its folder")
 
 
 def stage_nanogpt(nanogpt: Path, text: str, work: Path) -> Path:
@@ -183,13 +199,9 @@ def run_multitx(text_path: Path, work: Path, steps: int, number: int, extra: lis
     """nanoGPT's configuration for `steps` steps, or (recipe) the default task=charlm recipe as it is."""
     name = f"{'recipe' if recipe else 'multitx'}-{number}"
     run_dir = work / name
-    config = [] if recipe else \
-        [a for a in CONFIGS["nanogpt-cpu"] if not a.startswith(("steps=", "eval_batches="))] + \
-        [f"steps={steps}", "eval_batches=40"]
     wall, _ = timed([sys.executable, "-m", "multitx.train", "task=charlm", "data=textfile",
                      f"data.path={text_path}", f"data_dir={work / 'datasets'}", f"run_dir={run_dir}",
-                     *config, "progress=false", "plots=false", "show_tokens=0", "device=cpu", *extra],
-                    REPO, work / f"{name}.log")
+                     *multitx_settings(steps, extra, recipe)], REPO, work / f"{name}.log")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "val_loss" in r and r.get("split") != "test"]
     # each evaluation's tokens_per_s covers the training steps since the one before it
@@ -201,6 +213,15 @@ def run_multitx(text_path: Path, work: Path, steps: int, number: int, extra: lis
     done = evals[-1]["step"]
     return Run("recipe" if recipe else "multitx", number, wall, done * tokens_per_step / trained,
                evals[-1]["val_loss"], done, whole)
+
+
+def multitx_settings(steps: int, extra: list[str], recipe: bool = False) -> list[str]:
+    """What multitx.train is given besides the text and the folders: nanoGPT's configuration for
+    `steps` steps, or (recipe) none, then the key=value given to this benchmark."""
+    config = [] if recipe else \
+        [a for a in CONFIGS["nanogpt-cpu"] if not a.startswith(("steps=", "eval_batches="))] + \
+        [f"steps={steps}", "eval_batches=40"]
+    return [*config, "progress=false", "plots=false", "show_tokens=0", "device=cpu", *extra]
 
 
 def tokens_per_step_of(run_dir: Path) -> int:
@@ -266,45 +287,40 @@ def report(runs: list[Run], peak: float, vocab: int, steps: int, extra: list[str
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nanogpt", type=Path, required=True, help="a nanoGPT checkout (only read)")
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2, help="each program once a round, first in turn")
-    parser.add_argument("--text", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=None, help="default runs/bench/vs_nanogpt-TIME")
-    parser.add_argument("--recipe", action="store_true", help="also run the default task=charlm recipe each round")
-    parser.add_argument("overrides", nargs="*", help="key=value for multitx.train only")
-    args = parser.parse_args(argv)
+def main(argv: list[str]) -> None:
+    ours, overrides = own_and_training(argv, VsNanoGPTArgs)
+    args = parse_args(ours, VsNanoGPTArgs, __doc__.split("\nHistory\n")[0])  # the history is for readers
+    steps, rounds, recipe = int(args["steps"]), int(args["rounds"]), bool(args["recipe"])
+    for program in (False, True) if recipe else (False,):  # multitx's settings, checked before anything runs
+        load_config(["task=charlm", "data=textfile", *multitx_settings(steps, overrides, program)])
+    if not args["nanogpt"]:
+        raise UserError("say which nanoGPT checkout to run: nanogpt=DIR (git clone https://github.com/karpathy/nanoGPT;"
+                        " it is only read)")
+    nanogpt = Path(str(args["nanogpt"])).expanduser().resolve()
+    check_checkout(nanogpt)
+    text_path = (Path(str(args["text"])).expanduser() if args["text"] else default_text()).resolve()
     try:
-        check_checkout(args.nanogpt)
-        text_path = (args.text or default_text()).resolve()
-        if not text_path.is_file():
-            raise Refused(f"--text {text_path} does not exist")
-        if args.steps < EVAL_EVERY or args.rounds < 1:
-            raise Refused(f"--steps must be at least {EVAL_EVERY} and --rounds at least 1")
         text = text_path.read_text(encoding="utf-8")
-    except (Refused, UnicodeDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    work = (args.work or REPO / "runs" / "bench" / f"vs_nanogpt-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    cwd = stage_nanogpt(args.nanogpt.resolve(), text, work)
+    except UnicodeDecodeError:
+        raise UserError(f"text={text_path} is not UTF-8 text; give tinyshakespeare with text=FILE") from None
+    work = (Path(str(args["work"])) if args["work"] else
+            REPO / "runs" / "bench" / f"vs_nanogpt-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    cwd = stage_nanogpt(nanogpt, text, work)
     load_corpus("textfile", work / "datasets", str(text_path))  # multitx's ids too, before the clock, as nanoGPT's
     peak = matmul_peak()
     runs = []
-    for number in range(args.rounds):
-        order = ["nanoGPT", "multitx"] + (["recipe"] if args.recipe else [])
+    for number in range(rounds):
+        order = ["nanoGPT", "multitx"] + (["recipe"] if recipe else [])
         for program in order if number % 2 == 0 else order[::-1]:
-            run = run_nanogpt(args.nanogpt.resolve(), cwd, args.steps, number) if program == "nanoGPT" else \
-                run_multitx(text_path, work, args.steps, number, args.overrides, recipe=program == "recipe")
+            run = run_nanogpt(nanogpt, cwd, steps, number) if program == "nanoGPT" else \
+                run_multitx(text_path, work, steps, number, overrides, recipe=program == "recipe")
             print(f"round {number + 1} {program}: {run.wall_s:.1f} s, val {run.final_val:.3f}", flush=True)
             runs.append(run)
-    table = report(runs, peak, len(set(text)), args.steps, args.overrides)
+    table = report(runs, peak, len(set(text)), steps, overrides)
     print("\n" + table)
     (work / "results.json").write_text(json.dumps({"peak_flops": peak, "runs": [asdict(r) for r in runs]}, indent=1))
     (work / "results.txt").write_text(table + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

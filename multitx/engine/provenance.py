@@ -64,12 +64,11 @@ def command_line() -> str:
 
 def start_record(config: dict, overrides: list[str] | None, device: str, processes: int,
                  resumed_from: str | None) -> dict:
-    import multitx
-
+    package = Path(__file__).resolve().parents[1]  # multitx/
     return {
         "event": "resume" if resumed_from else "start", "time": now(), "command": command_line(),
         "overrides": list(overrides) if overrides is not None else None, "resumed_from": resumed_from,
-        "multitx": multitx.__version__, "git": git_state(Path(multitx.__file__).parent),
+        "multitx": version_of("multitx"), "git": git_state(package),
         "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda
         if torch.cuda.is_available() else None, "timm": version_of("timm"), "host": socket.gethostname(),
         "device": device, "processes": processes, "sweep": sweep_job(), "config": config,
