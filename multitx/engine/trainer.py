@@ -64,16 +64,23 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     Every setting is checked first (the shared ones, the task's `rules`, the dataset's), then the run
     folder is locked for this trainer alone. A length given in epochs is worked out as steps in cfg.
     overrides: the key=value arguments cfg was composed from, for RUN_DIR/provenance.jsonl."""
-    task_class = task_class_of(cfg)
-    validate(cfg, task_class)
-    check_has_epochs(cfg, task_class)
-    logger_classes(cfg.get("loggers", []), cfg.get("loggers_module"))  # an unknown name: one line now
+    task_class = check(cfg)
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = lock_run(Path(cfg.run_dir), runtime)
     try:
         return train_locked(cfg, runtime, task_class, overrides)
     finally:
         lock.release(remove_empty_folder=True)
+
+
+def check(cfg: DictConfig) -> type[Task]:
+    """Everything `train` checks before it builds anything (every value, the task's and the dataset's rules,
+    the length, the loggers): a mistake is one line here. Returns the task's class."""
+    task_class = task_class_of(cfg)
+    validate(cfg, task_class)
+    check_has_epochs(cfg, task_class)
+    logger_classes(cfg.get("loggers", []), cfg.get("loggers_module"))  # an unknown name: one line now
+    return task_class
 
 
 def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], overrides: list[str] | None) -> dict:
