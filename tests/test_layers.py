@@ -1,5 +1,5 @@
 """The README's picture of the layers is true: no module imports from a layer above its own, counting
-imports inside functions. The layers are read from the picture itself (README.md, "Where the code is"),
+imports inside functions. The layers are read from the picture itself (docs/architecture.md, "Where the code is"),
 top layer first, so that the picture and this test cannot drift apart."""
 
 import ast
@@ -26,7 +26,7 @@ def readme_layers(readme: str) -> list[set[str]]:
     return [*layers, current]
 
 
-LAYERS = readme_layers((REPO / "README.md").read_text(encoding="utf-8"))
+LAYERS = readme_layers((REPO / "docs" / "architecture.md").read_text(encoding="utf-8"))
 RANK = {name: len(LAYERS) - i for i, names in enumerate(LAYERS) for name in names}  # higher: further up
 
 
