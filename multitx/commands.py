@@ -20,7 +20,7 @@ TOOLS = {  # name: (module, what it does)
     "train": ("multitx.train", "train a task (a sweep with -m): multitx train task=charlm"),
     "sample": ("multitx.sample", "write text with a trained LM: run_dir=DIR prompt=..."),
     "caption": ("multitx.caption", "caption an image with a trained captioner: run_dir=DIR image=FILE"),
-    "fill": ("multitx.fill", "fill in masked characters with a trained mlm: run_dir=DIR text=..."),
+    "fill": ("multitx.fill", "fill in masked characters with a trained mlm: run_dir=DIR prompt=..."),
     "predict": ("multitx.predict", "classify images with a trained ViT: run_dir=DIR image=FILE"),
     "evaluate": ("multitx.evaluate", "score a trained run on a split: run_dir=DIR split=test"),
     "export": ("multitx.export", "export a trained model: run_dir=DIR format=onnx|pt2|hf"),

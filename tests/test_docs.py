@@ -6,6 +6,9 @@ Every `multitx ...` command is then checked by the code that runs it:
     its type and value, the task's and the dataset's rules, the loggers);
   - a tool (`multitx sample ...`): its keys parsed and checked by the tool's own parse_args;
   - a benchmark (`multitx bench NAME ...`): its own keys the same way;
+  - a sweep (`multitx train -m ...`): every combination, as `multitx train -m` checks them first;
+the reader's own files the commands name (RUN_DIR, DIR, FILE, cat.png, ../nanoGPT/data/...) are stand-ins
+made here, and docs/extending.md's `my_pkg` is that page's own Python blocks, written out as a package;
 and the README's quick starts run for real, in order, in a scratch folder, with tiny settings added after
 each train command (a later key=value wins): the char LM, the ViT and the captioner train, then are sampled,
 evaluated, asked to predict and caption, and inspected. The other commands (pip, venv, pytest, mkdocs,
@@ -26,12 +29,13 @@ from multitx import commands
 from multitx.benchmarks import own_and_training
 from multitx.cli import load_config, parse_args
 from multitx.engine.trainer import check
+from multitx.train import check_every_job
 from tests.conftest import REPO
 from tests.helpers_vision import write_fashion_mnist
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 FASHION = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist: four IDX files written here instead
-USERS_PACKAGE = "my_pkg"  # docs/extending.md's package of the reader's own parts: tests/test_user_parts.py runs those
+USERS_PACKAGE = "my_pkg"  # docs/extending.md's package of the reader's own parts, made from that page's code
 
 
 def bash_lines(page: Path) -> list[list[str]]:
@@ -80,6 +84,17 @@ ALL = [(page.relative_to(REPO).as_posix(), argv) for page in PAGES for argv in m
 def test_the_pages_have_the_commands_this_check_reads():
     assert len(ALL) > 80
     assert {argv[0] for _, argv in ALL} >= {"train", "sample", "evaluate", "predict", "caption", "inspect", "bench"}
+
+
+@pytest.fixture(scope="module")
+def users_package(tmp_path_factory) -> Path:
+    """my_pkg, as docs/extending.md writes it: the page's Python blocks, one after the other, in its __init__.py."""
+    page = (REPO / "docs" / "extending.md").read_text(encoding="utf-8")
+    root = tmp_path_factory.mktemp("site-packages")
+    (root / USERS_PACKAGE).mkdir()
+    (root / USERS_PACKAGE / "__init__.py").write_text(
+        "\n\n".join(re.findall(r"```python\n(.*?)```", page, flags=re.S)), encoding="utf-8")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +148,20 @@ def args_class(module):
 
 
 @pytest.mark.parametrize("page, argv", ALL, ids=[f"{p}:{' '.join(a)[:60]}" for p, a in ALL])
-def test_every_command_is_one_its_tool_accepts(page, argv, readers_folder, monkeypatch):
+def test_every_command_is_one_its_tool_accepts(page, argv, readers_folder, users_package, monkeypatch):
     if any(USERS_PACKAGE in arg for arg in argv):
-        pytest.skip("names the reader's own package (docs/extending.md); tests/test_user_parts.py runs the same")
+        monkeypatch.syspath_prepend(str(users_package))
     monkeypatch.chdir(readers_folder)
     argv = placed(argv, readers_folder)
     module, _, args = commands.module_for(argv)
     if argv[0] == "train":
         flags = [a for a in args if a.startswith("-")]
         assert set(flags) <= {"--help", "--cfg", "-m"}, flags
-        cfg = load_config([a for a in args if not a.startswith("-") and a != "job"])
+        overrides = [a for a in args if not a.startswith("-") and a != "job"]
+        if "-m" in flags:  # a sweep: every combination, as multitx train -m checks them before the first run
+            check_every_job(overrides, [])
+            return
+        cfg = load_config(overrides)
         if "--help" in flags or "--cfg" in flags or any(a.startswith("model.pretrained=hf:") for a in args):
             # --help and --cfg compose and print, as here; hf:gpt2 is a Hugging Face folder of the reader's
             # (tests/test_gpt2.py builds one and trains from it)

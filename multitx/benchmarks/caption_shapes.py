@@ -13,8 +13,8 @@ search the greedy captions' figures are printed beside them.
 Any other key=value is a training setting, as for python -m multitx.train (lr=3e-3,
 model.encoder.layers=3, ...), checked the same way.
 
-The current figures, with their command, machine and day, are in the README ("Speed and
-results"). What follows is the history of earlier ones.
+The current figures, with their command, machine and day, are in
+docs/benchmarks/caption_shapes.md. What follows is the history of earlier ones.
 
 Tuning history
 --------------

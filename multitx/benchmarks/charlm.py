@@ -20,8 +20,8 @@ train.py beside multitx, turn about; recipe=true adds the recipe).
 Needs tinyshakespeare: downloaded into data_dir, or copied from
 ../shared/data/tinyshakespeare.txt when that file is there.
 
-The current figures, with their command, machine and day, are in the README ("Speed and
-results"). What follows is the tuning history that led to them.
+The current figures, with their command, machine and day, are in
+docs/benchmarks/charlm.md. What follows is the tuning history that led to them.
 
 Tuning history
 --------------

@@ -21,8 +21,8 @@ resident memory (RSS) at a few steps. It prints
   the median step time over the first and the last 1,000 steps
   the total wall time
 
-The current figures, with their command, machine and day, are in the README ("Speed and
-results"). What follows is the history of earlier ones.
+The current figures, with their command, machine and day, are in
+docs/benchmarks/soak.md. What follows is the history of earlier ones.
 
 Tuning history
 --------------

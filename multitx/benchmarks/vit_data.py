@@ -10,8 +10,8 @@ source=random (the default) feeds CIFAR-sized random uint8 images (50,000), so n
 dataset is needed: the cost of the path does not depend on what the pixels show.
 Any key=value other than the benchmark's own is a training setting (task=, augment.*, ...).
 
-The current figures, with their commands, machine and day, are in the README ("Speed and
-results"). What follows is the history of earlier ones.
+The current figures, with their commands, machine and day, are in
+docs/benchmarks/vit_data.md. What follows is the history of earlier ones.
 
 Tuning history
 --------------

@@ -14,8 +14,8 @@ accuracy of the final model over all 10,000 test images, and the best one.
 Fashion-MNIST comes from data_root= (Debian's dataset-fashion-mnist:
 /usr/share/datasets/fashion-mnist), DATA_DIR/FashionMNIST/raw, or a download.
 
-The current figure, with its command, machine and day, is in the README ("Speed and
-results"). What follows is the tuning history that led to the recipe.
+The current figure, with its command, machine and day, is in
+docs/benchmarks/vit_fashion.md. What follows is the tuning history that led to the recipe.
 
 Tuning history
 --------------

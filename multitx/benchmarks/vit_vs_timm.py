@@ -14,8 +14,8 @@ Rows: timm, multitx (as it runs by default), and multitx with its CLS shortcut
 switched off (every token through the last block, as timm computes it), so
 that the source of a difference is visible.
 
-The current figures, with their command, machine and day, are in the README ("Speed and
-results"). What follows is the history of earlier ones.
+The current figures, with their command, machine and day, are in
+docs/benchmarks/vit_vs_timm.md. What follows is the history of earlier ones.
 
 Tuning history
 --------------

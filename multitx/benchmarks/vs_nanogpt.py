@@ -41,7 +41,7 @@ GFLOP/s: nanoGPT's own estimate (model.py estimate_mfu) of 6N + 12 L H Dh T FLOP
 the parameters without the position table), times training tokens per second, against this
 machine's fp32 matrix-multiply peak measured here first (2048 x 2048 torch.mm, best of 5).
 
-Measured figures, with machine and day, are in the README ("Speed and results") and below.
+Measured figures, with machine and day, are in docs/benchmarks/vs_nanogpt.md and below.
 
 History
 -------
