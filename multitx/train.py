@@ -15,6 +15,7 @@ hydra-optuna-sweeper is installed), -cd/--config-dir DIR, --cfg job|hydra|all, -
 --resolve, --info, --hydra-help, -sc/--shell-completion (eval "$(multitx train -sc install=bash)").
 """
 
+import logging
 import os
 import sys
 
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> None:
     if any(getattr(args, name) for name in HYDRA_ONLY) or args.cfg in ("hydra", "all") or args.package:
         if args.multirun:
             check_every_job(args.overrides, search)
+        show_hydras_lines()
         _run_hydra(args=args, args_parser=get_args_parser(), task_function=lambda _: hydra_job(search),
                    config_path="pkg://multitx.config", config_name="config")
         return
@@ -50,6 +52,30 @@ def main(argv: list[str]) -> None:
         print(OmegaConf.to_yaml(cfg))
         return
     run(cfg, args.overrides)
+
+
+def show_hydras_lines() -> None:
+    """Hydra's own lines ("Launching 4 jobs locally", "#0 : lr=0.003 ...") on stdout, configured on Hydra's
+    logger alone: the root logger, and so every other library's logging, is left as the user set it."""
+    log = logging.getLogger("hydra")
+    if not log.handlers:
+        handler = CurrentStdout()
+        handler.setFormatter(logging.Formatter("[%(asctime)s][HYDRA] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+class CurrentStdout(logging.StreamHandler):
+    """A handler writing to sys.stdout as it is at each line (not as it was when the handler was made)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 def hydra_arguments(argv: list[str]):

@@ -6,6 +6,7 @@
      "timm": "1.0.22", "host": "box", "device": "cpu (fp32)", "processes": 1, "config": {...}}
     {"event": "end", "time": "...", "outcome": "completed", "step": 100, "seconds": 61.2}
 
+`cuda` is the CUDA version torch was built with (null for a CPU build); `device` says what the run used.
 A resume appends a start record of its own (its command, its config), so the history of a run
 is never overwritten; config.yaml holds the config of the latest start. `git` is there when multitx
 runs from a checkout (dirty: tracked files differ from the commit). A run killed outright has a
@@ -69,8 +70,8 @@ def start_record(config: dict, overrides: list[str] | None, device: str, process
         "event": "resume" if resumed_from else "start", "time": now(), "command": command_line(),
         "overrides": list(overrides) if overrides is not None else None, "resumed_from": resumed_from,
         "multitx": version_of("multitx"), "git": git_state(package),
-        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda
-        if torch.cuda.is_available() else None, "timm": version_of("timm"), "host": socket.gethostname(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "timm": version_of("timm"), "host": socket.gethostname(),
         "device": device, "processes": processes, "sweep": sweep_job(), "config": config,
     }
 
