@@ -17,7 +17,7 @@ from multitx.engine.trainer import train
 from multitx.loading import load
 from multitx.models import from_timm
 from multitx.tasks.caption import CaptionTask
-from tests.conftest import run_module, tiny_caption_args
+from tests.conftest import run_here, tiny_caption_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +52,7 @@ def picture(trained_run) -> Path:
 
 
 def test_caption_cli_captions_a_png(trained_run, picture):
-    result = run_module("multitx.caption", f"run_dir={trained_run}", f"image={picture}", "beam=3")
+    result = run_here("multitx.caption", f"run_dir={trained_run}", f"image={picture}", "beam=3")
     assert result.returncode == 0, result.stderr
     words = result.stdout.strip().split()
     vocab = set(WordVocab.load(trained_run / "vocab.json").vocab[4:])

@@ -32,7 +32,7 @@ def launch(*args: str) -> subprocess.Popen:
 
 
 def single_process(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # as launch()
     return subprocess.run([sys.executable, "-m", "multitx.train", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=240)
 

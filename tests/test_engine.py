@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,9 @@ def assert_same_training(run_a: Path, run_b: Path) -> None:
 
 
 def start_training(*argv: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    # One thread: these tiny models gain nothing from more, and two processes at once (or a second pytest
+    # worker) would otherwise fight over the cores, each thread spinning while it waits for the other.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "multitx.train", *argv], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -61,6 +64,20 @@ def start_training(*argv: str) -> subprocess.Popen:
 def finish(process: subprocess.Popen) -> None:
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
+
+
+@contextmanager
+def trained_beside(*argv: str):
+    """A reference run in a process of its own, started now and run beside the block (the killed and resumed
+    runs it is compared with): finished, exit 0, after the block; killed if the block fails."""
+    process = start_training(*argv)
+    try:
+        yield process
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    finish(process)
 
 
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
@@ -77,26 +94,26 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: float
 
 
 def resume_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
-    # Deterministic CPU maths; a model large enough that a run takes a few seconds.
+    # Deterministic CPU maths; a model large enough that a run takes a few seconds. No plots: they draw no
+    # random numbers, and matplotlib would only add to each evaluation.
     return tiny_charlm_args(corpus, run_dir, "steps=120", "eval_every=10", "model.trunk.dim=64", "deterministic=true",
-                            "device=cpu", "show_tokens=0", "model.trunk.dropout=0.1", *extra)
+                            "device=cpu", "show_tokens=0", "model.trunk.dropout=0.1", "plots=false", *extra)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_sigkill_then_resume_gives_exactly_the_uninterrupted_run(tmp_path, small_corpus, optimizer):
     args = [f"optimizer={optimizer}"]
     reference = tmp_path / "reference"  # a clean process, like the killed one: no torch state from other tests
-    finish(start_training(*resume_args(small_corpus, reference, *args)))
+    with trained_beside(*resume_args(small_corpus, reference, *args)):
+        killed = tmp_path / "killed"
+        process = start_training(*resume_args(small_corpus, killed, *args))
+        wait_for_checkpoint(killed, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        interrupted_at = int(checkpoint.latest(killed).name.split("_")[1])
+        assert process.returncode == -signal.SIGKILL and interrupted_at < 120, "the kill must land mid-run"
 
-    killed = tmp_path / "killed"
-    process = start_training(*resume_args(small_corpus, killed, *args))
-    wait_for_checkpoint(killed, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    interrupted_at = int(checkpoint.latest(killed).name.split("_")[1])
-    assert process.returncode == -signal.SIGKILL and interrupted_at < 120, "the kill must land mid-run"
-
-    finish(start_training(*resume_args(small_corpus, killed, *args), "resume=auto"))
+        finish(start_training(*resume_args(small_corpus, killed, *args), "resume=auto"))
     assert_same_training(reference, killed)
 
 
@@ -121,8 +138,8 @@ def test_vit_killed_mid_epoch_with_mixup_resumes_exactly(tmp_path):
                 "model.trunk.layers=2", "model.trunk.heads=2", "data.workers=1", "deterministic=true", "device=cpu",
                 "progress=false", "task._target_=tests.engine_helpers.KilledViT"]
 
-    finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
-    killed_then_resumed(argv(tmp_path / "killed"), kill_at=7)
+    with trained_beside(*argv(tmp_path / "reference"), "+kill_at=0"):
+        killed_then_resumed(argv(tmp_path / "killed"), kill_at=7)
     assert_same_training(tmp_path / "reference", tmp_path / "killed")
 
 
@@ -133,8 +150,8 @@ def test_captioner_killed_mid_run_resumes_exactly(tmp_path):
         return tiny_caption_args(folder, "steps=16", "eval_every=6", "deterministic=true", "device=cpu",
                                  "model.decoder.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner")
 
-    finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
-    killed_then_resumed(argv(tmp_path / "killed"), kill_at=9)
+    with trained_beside(*argv(tmp_path / "reference"), "+kill_at=0"):
+        killed_then_resumed(argv(tmp_path / "killed"), kill_at=9)
     assert_same_training(tmp_path / "reference" / "run", tmp_path / "killed" / "run")
 
 

@@ -13,7 +13,7 @@ from multitx.data.images.splits import hold_out, hold_out_images
 from multitx.engine.runtime import setup_runtime
 from multitx.engine.trainer import train
 from multitx.tasks.vit import ViTTask
-from tests.conftest import run_module, tiny_caption_args, tiny_charlm_args, write_line_corpus
+from tests.conftest import run_here, tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 
@@ -54,7 +54,7 @@ def test_the_vit_task_evaluates_on_images_it_does_not_train_on_and_keeps_the_tes
 
 
 def test_evaluate_a_vit_run_on_its_test_split(vit_run):
-    done = run_module("multitx.evaluate", f"run_dir={vit_run}", "split=test", "device=cpu")
+    done = run_here("multitx.evaluate", f"run_dir={vit_run}", "split=test", "device=cpu")
     assert done.returncode == 0, done.stderr
     written = next((vit_run / "eval").glob("test_step_*.json"))
     report = json.loads(written.read_text())
@@ -67,17 +67,17 @@ def test_evaluate_a_vit_run_on_its_test_split(vit_run):
 def test_evaluate_a_charlm_run_gives_loss_and_bits_per_character(tmp_path):
     corpus = write_line_corpus(tmp_path / "corpus.txt")
     train(load_config(tiny_charlm_args(corpus, tmp_path / "run", "steps=4", "eval_every=4", "plots=false")))
-    done = run_module("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=val", "device=cpu")
+    done = run_here("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=val", "device=cpu")
     assert done.returncode == 0, done.stderr
     report = json.loads(next((tmp_path / "run" / "eval").glob("val_*.json")).read_text())
     assert report["bits_per_char"] == pytest.approx(report["loss"] / 0.6931471805599453)
-    refused = run_module("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=test")
+    refused = run_here("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=test")
     assert refused.returncode == 2 and "split=val" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_evaluate_a_caption_run_writes_bleu_cider_and_a_picture(tmp_path):
     train(load_config(tiny_caption_args(tmp_path, "steps=4", "eval_every=4", "plots=false")))
-    done = run_module("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=test", "device=cpu")
+    done = run_here("multitx.evaluate", f"run_dir={tmp_path / 'run'}", "split=test", "device=cpu")
     assert done.returncode == 0, done.stderr
     report = json.loads(next((tmp_path / "run" / "eval").glob("test_*.json")).read_text())
     assert {"bleu4", "cider", "exact_match"} <= report.keys() and report["images"] == 12
@@ -90,6 +90,6 @@ def test_evaluate_a_caption_run_writes_bleu_cider_and_a_picture(tmp_path):
 ])
 def test_bad_input_to_evaluate_is_one_line(vit_run, args, message):
     argv = [f"run_dir={vit_run}", *args] if not args[0].startswith("run_dir") else args
-    done = run_module("multitx.evaluate", *argv)
+    done = run_here("multitx.evaluate", *argv)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ import multitx
 from multitx import export as exporter
 from multitx.cli import load_config, run_cli
 from multitx.engine.trainer import train
-from tests.conftest import run_module, tiny_caption_args, tiny_charlm_args, write_line_corpus
+from tests.conftest import run_here, tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 
@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_and_exit_2(charlm_run, caption_run, tmp_path, cas
     args = {"not_a_run": [f"run_dir={tmp_path}"], "caption": [f"run_dir={caption_run}"],
             "tflite": [f"run_dir={charlm_run}", "format=tflite"],
             "no_such_checkpoint": [f"run_dir={charlm_run}", f"checkpoint={tmp_path / 'step_9'}"]}[case]
-    done = run_module("multitx.export", *args)
+    done = run_here("multitx.export", *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -12,10 +12,10 @@ import multitx
 from multitx.data.text.bpe import BytePairTokenizer
 from multitx.errors import UserError
 from multitx.models.from_gpt2 import gpt2_from_folder, save_gpt2
-from tests.conftest import REPO, run_module
+from tests.conftest import run_here, torch_threads
 
 transformers = pytest.importorskip("transformers")  # in the test extra; skipped only where it is not installed
-ENV = {"PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each, no fight for the cores
 VOCAB = 300
 TEXT = "".join(f"{who}: {verb} the {thing}, good {who.lower()}!\n" for who in ("ROMEO", "JULIET", "NURSE")
                for verb in ("speak", "hold", "take") for thing in ("sword", "rose", "light")) * 30
@@ -110,11 +110,12 @@ def test_a_model_not_of_gpt2_shape_is_refused_with_what_to_change(tmp_path):
 def finetuned(gpt2_folder):
     folder, _ = gpt2_folder
     run_dir = folder.parent / "run"
-    result = run_module("multitx.train", "task=lm", "data=textfile", f"data.path={folder.parent / 'corpus.txt'}",
-                        f"data.tokenizer_file={folder / 'tokenizer.json'}", f"model.pretrained=hf:{folder}",
-                        f"run_dir={run_dir}", f"data_dir={folder.parent / 'datasets'}", "steps=3", "eval_every=3",
-                        "eval_batches=1", "batch_size=2", "show_tokens=5", "progress=false", "plots=false",
-                        "device=cpu", cwd=REPO, env=ENV)
+    with torch_threads(1):
+        result = run_here("multitx.train", "task=lm", "data=textfile", f"data.path={folder.parent / 'corpus.txt'}",
+                          f"data.tokenizer_file={folder / 'tokenizer.json'}", f"model.pretrained=hf:{folder}",
+                          f"run_dir={run_dir}", f"data_dir={folder.parent / 'datasets'}", "steps=3", "eval_every=3",
+                          "eval_batches=1", "batch_size=2", "show_tokens=5", "progress=false", "plots=false",
+                          "device=cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
@@ -129,17 +130,14 @@ def test_fine_tuning_starts_from_the_gpt2_weights_and_records_its_shape(finetune
 
 
 def test_the_fine_tuned_model_samples_inspects_and_exports_both_ways(finetuned, tmp_path):
-    sampled = run_module("multitx.sample", f"run_dir={finetuned}", "prompt=ROMEO:", "max_new_tokens=5",
-                         "device=cpu", cwd=REPO, env=ENV)
+    sampled = run_here("multitx.sample", f"run_dir={finetuned}", "prompt=ROMEO:", "max_new_tokens=5", "device=cpu")
     assert sampled.returncode == 0 and sampled.stdout.startswith("ROMEO:"), sampled.stderr[-2000:]
-    inspected = run_module("multitx.inspect", f"run_dir={finetuned}", "prompt=JULIET: hold", "max_new_tokens=2",
-                           f"out={tmp_path / 'inspect'}", "device=cpu", cwd=REPO, env=ENV)
+    inspected = run_here("multitx.inspect", f"run_dir={finetuned}", "prompt=JULIET: hold", "max_new_tokens=2",
+                         f"out={tmp_path / 'inspect'}", "device=cpu")
     assert inspected.returncode == 0 and (tmp_path / "inspect" / "index.html").is_file(), inspected.stderr[-2000:]
-    exported = run_module("multitx.export", f"run_dir={finetuned}", "format=pt2", f"out={tmp_path / 'lm.pt2'}",
-                          cwd=REPO, env=ENV)
+    exported = run_here("multitx.export", f"run_dir={finetuned}", "format=pt2", f"out={tmp_path / 'lm.pt2'}")
     assert exported.returncode == 0, exported.stderr[-2000:]
-    as_hf = run_module("multitx.export", f"run_dir={finetuned}", "format=hf", f"out={tmp_path / 'hf'}", cwd=REPO,
-                       env=ENV)
+    as_hf = run_here("multitx.export", f"run_dir={finetuned}", "format=hf", f"out={tmp_path / 'hf'}")
     assert as_hf.returncode == 0, as_hf.stderr[-2000:]
     loaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     assert logits_gap(multitx.load(finetuned).model, loaded) <= 1e-4
@@ -149,9 +147,9 @@ def test_the_fine_tuned_model_samples_inspects_and_exports_both_ways(finetuned, 
 
 def test_a_tokenizer_of_another_size_than_the_model_is_one_line(gpt2_folder, tmp_path):
     folder, _ = gpt2_folder
-    result = run_module("multitx.train", "task=lm", "data=textfile", f"data.path={folder.parent / 'corpus.txt'}",
-                        "data.vocab_size=280", f"model.pretrained=hf:{folder}", f"run_dir={tmp_path / 'run'}",
-                        f"data_dir={tmp_path / 'datasets'}", "steps=1", "device=cpu", cwd=REPO, env=ENV)
+    result = run_here("multitx.train", "task=lm", "data=textfile", f"data.path={folder.parent / 'corpus.txt'}",
+                      "data.vocab_size=280", f"model.pretrained=hf:{folder}", f"run_dir={tmp_path / 'run'}",
+                      f"data_dir={tmp_path / 'datasets'}", "steps=1", "device=cpu")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: model.pretrained=hf:{folder} has 300 tokens and the run's tokenizer 280: give the model's own "

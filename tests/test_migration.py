@@ -16,7 +16,7 @@ from PIL import Image
 import multitx
 from multitx.engine import checkpoint
 from multitx.engine.migrate import migrate
-from tests.conftest import REPO, run_module, write_line_corpus
+from tests.conftest import REPO, run_here, write_line_corpus
 
 OLD = REPO / "tests" / "fixtures" / "release-0.1.0"
 EXPECTED = json.loads((OLD / "expected.json").read_text(encoding="utf-8"))
@@ -39,8 +39,8 @@ def test_an_old_charlm_run_loads_to_the_same_logits_and_samples_the_same_text():
     with torch.no_grad():
         logits = run.model(ids)[0][0, -1]
     torch.testing.assert_close(logits, torch.tensor(EXPECTED["charlm_last_logits_after_To_be"]), rtol=0, atol=1e-6)
-    printed = run_module("multitx.sample", f"run_dir={OLD / 'charlm'}", "prompt=To be", "max_new_tokens=30", "seed=1",
-                         "device=cpu")
+    printed = run_here("multitx.sample", f"run_dir={OLD / 'charlm'}", "prompt=To be", "max_new_tokens=30", "seed=1",
+                       "device=cpu")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == EXPECTED["charlm_sample_To_be_30_seed1"] + "\n"
 
@@ -64,8 +64,8 @@ def test_an_old_caption_run_loads_its_patches_weights_as_the_tokenizer_and_capti
     old = load_file(saved)
     assert any(k.startswith("patches.") for k in old)  # 0.1's name for the patch tokenizer
     torch.testing.assert_close(run.model.tokenizer.proj.weight, old["patches.proj.weight"], rtol=0, atol=0)
-    printed = run_module("multitx.caption", f"run_dir={OLD / 'caption'}", f"image={OLD / 'red.png'}", "beam=1",
-                         "device=cpu")
+    printed = run_here("multitx.caption", f"run_dir={OLD / 'caption'}", f"image={OLD / 'red.png'}", "beam=1",
+                       "device=cpu")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == EXPECTED["caption_red_png_greedy"]
 
@@ -80,13 +80,13 @@ def old_runs(tmp_path) -> Path:
 def test_an_old_charlm_run_resumes_and_its_new_checkpoints_are_complete_alone(old_runs, tmp_path):
     run_dir = old_runs / "charlm"
     corpus = write_line_corpus(tmp_path / "corpus.txt")  # the text it was trained on
-    resumed = run_module("multitx.train", "task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={run_dir}",
-                         f"data_dir={tmp_path / 'datasets'}", "resume=auto", "steps=4", "eval_every=2",
-                         "eval_batches=1", "batch_size=2", "warmup_steps=1", "model.trunk.layers=1",
-                         "model.trunk.heads=2", "model.trunk.dim=16", "model.context=16",
-                         "model.trunk.qk_norm=false",  # 0.1 had no QK-norm; today's charlm recipe turns it on
-                         "show_tokens=0",
-                         "progress=false", "plots=false", "device=cpu")
+    resumed = run_here("multitx.train", "task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={run_dir}",
+                       f"data_dir={tmp_path / 'datasets'}", "resume=auto", "steps=4", "eval_every=2",
+                       "eval_batches=1", "batch_size=2", "warmup_steps=1", "model.trunk.layers=1",
+                       "model.trunk.heads=2", "model.trunk.dim=16", "model.context=16",
+                       "model.trunk.qk_norm=false",  # 0.1 had no QK-norm; today's charlm recipe turns it on
+                       "show_tokens=0",
+                       "progress=false", "plots=false", "device=cpu")
     assert resumed.returncode == 0, resumed.stderr
     newest = checkpoint.latest(run_dir)
     assert newest.name == "step_0000004" and (newest / "vocab.json").is_file()
@@ -111,8 +111,8 @@ def test_a_0_2_charlm_and_mlm_run_load_to_the_same_logits_and_sample_the_same_te
     with torch.no_grad():
         logits = mlm.model(torch.tensor([mlm.vocab.encode("To be")]))[0][0, -1]
     torch.testing.assert_close(logits, torch.tensor(EXPECTED_02["mlm_logits_To_be"]), rtol=0, atol=1e-6)
-    printed = run_module("multitx.sample", f"run_dir={V02 / 'charlm'}", "prompt=To be", "max_new_tokens=30", "seed=1",
-                         "device=cpu")
+    printed = run_here("multitx.sample", f"run_dir={V02 / 'charlm'}", "prompt=To be", "max_new_tokens=30", "seed=1",
+                       "device=cpu")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == EXPECTED_02["charlm_sample_To_be_30_seed1"]
 
@@ -126,8 +126,8 @@ def test_a_0_2_vit_and_caption_run_load_to_the_same_logits_and_caption():
     with torch.no_grad():
         logits = run.model(x)[0]
     torch.testing.assert_close(logits, torch.tensor(EXPECTED_02["vit_logits_red_png"]), rtol=0, atol=1e-6)
-    printed = run_module("multitx.caption", f"run_dir={V02 / 'caption'}", f"image={V02 / 'red.png'}", "beam=1",
-                         "device=cpu")
+    printed = run_here("multitx.caption", f"run_dir={V02 / 'caption'}", f"image={V02 / 'red.png'}", "beam=1",
+                       "device=cpu")
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == EXPECTED_02["caption_red_png_greedy"]
 
@@ -136,11 +136,11 @@ def test_a_0_2_charlm_run_resumes(tmp_path):
     copy = tmp_path / "charlm"
     shutil.copytree(V02 / "charlm", copy)
     corpus = write_line_corpus(tmp_path / "corpus.txt")  # the text it was trained on
-    resumed = run_module("multitx.train", "task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={copy}",
-                         f"data_dir={tmp_path / 'datasets'}", "resume=auto", "steps=4", "eval_every=2",
-                         "eval_batches=1", "batch_size=2", "warmup_steps=1", "model.trunk.layers=1",
-                         "model.trunk.heads=2", "model.trunk.dim=16", "model.context=16", "show_tokens=0",
-                         "progress=false", "plots=false", "device=cpu")
+    resumed = run_here("multitx.train", "task=charlm", "data=textfile", f"data.path={corpus}", f"run_dir={copy}",
+                       f"data_dir={tmp_path / 'datasets'}", "resume=auto", "steps=4", "eval_every=2",
+                       "eval_batches=1", "batch_size=2", "warmup_steps=1", "model.trunk.layers=1",
+                       "model.trunk.heads=2", "model.trunk.dim=16", "model.context=16", "show_tokens=0",
+                       "progress=false", "plots=false", "device=cpu")
     assert resumed.returncode == 0, resumed.stderr
     newest = checkpoint.latest(copy)
     assert newest.name == "step_0000004" and checkpoint.load_state(newest)["step"] == 4

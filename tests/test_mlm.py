@@ -27,7 +27,7 @@ from multitx.fill import fill
 from multitx.loading import load
 from multitx.tasks.charlm import CharLMTask
 from multitx.tasks.mlm import IGNORE, MaskedLMTask, MaskedWindows
-from tests.conftest import REPO, run_module, tiny_charlm_args, write_line_corpus
+from tests.conftest import REPO, run_here, tiny_charlm_args, write_line_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,8 +164,7 @@ def test_training_writes_val_loss_and_masked_accuracy_to_metrics_jsonl(runs):
 
 def test_the_fill_command_replaces_each_blank_and_leaves_every_other_character(runs):
     prompt = "ROMEO: sp_ak the sw_rd!"
-    result = run_module("multitx.fill", f"run_dir={runs['mlm']}", f"prompt={prompt}", "device=cpu", cwd=REPO,
-                        env={"PYTHONPATH": str(REPO)})
+    result = run_here("multitx.fill", f"run_dir={runs['mlm']}", f"prompt={prompt}", "device=cpu")
     assert result.returncode == 0, result.stderr
     filled = result.stdout.rstrip("\n")
     assert len(filled) == len(prompt) and "_" not in filled

@@ -10,9 +10,9 @@ import pytest
 
 import multitx
 from multitx.data.text.corpus import load_corpus
-from tests.conftest import REPO, run_module
+from tests.conftest import run_here
 
-ENV = {"PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each, no fight for the cores
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 
 
@@ -47,7 +47,7 @@ class RunsCode:
 
 def test_nanogpts_char_files_train_with_their_own_vocabulary(tmp_path):
     folder = nanogpt_char_prepare(tmp_path / "shakespeare_char")
-    result = run_module("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"), cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"))
     assert result.returncode == 0, result.stderr[-2000:]
     run = multitx.load(tmp_path / "run")
     assert run.vocab.chars == "".join(sorted(set(TEXT)))
@@ -74,7 +74,7 @@ def test_bad_nanogpt_files_end_in_one_line_and_run_nothing(tmp_path, case, said)
         (folder / "train.bin").write_bytes((folder / "train.bin").read_bytes()[:-1])
     else:
         (folder / "val.bin").unlink()
-    result = run_module("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"), cwd=tmp_path, env=ENV)
+    result = run_here("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"), cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and said in lines[0] and "Traceback" not in result.stderr, result.stderr
@@ -108,6 +108,6 @@ def test_a_multitx_prepared_folder_trains_again_as_nanogpt_data(tmp_path):
     corpus.write_text(TEXT, encoding="utf-8")
     prepared = load_corpus({"name": "textfile", "path": str(corpus)}, tmp_path / "prep")
     folder = next((tmp_path / "prep").iterdir())
-    result = run_module("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"), cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *train_args(tmp_path / "run", f"data.root={folder}"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert multitx.load(tmp_path / "run").vocab.chars == prepared.vocab.chars

@@ -23,7 +23,7 @@ from multitx.errors import UserError
 from multitx.tasks.charlm import CharLMTask
 from tests.conftest import tiny_charlm_args
 from tests.engine_helpers import KilledAtStep
-from tests.test_engine import assert_same_training, finish, start_training, train_in_process, weights
+from tests.test_engine import assert_same_training, finish, start_training, train_in_process, trained_beside, weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -276,12 +276,12 @@ def test_fp16_killed_mid_run_resumes_exactly(small_corpus, tmp_path):
     """The overflow in step 2 halves the loss scale before the checkpoint at step 4; the kill lands in
     step 7. The resumed run must go on with the checkpoint's scale and growth count."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    finish(start_training(*fp16_args(small_corpus, reference, "+boost_at=2", "+kill_at=0")))
-    process = start_training(*fp16_args(small_corpus, killed, "+boost_at=2", "+kill_at=7"))
-    process.communicate(timeout=300)
-    assert process.returncode == -signal.SIGKILL
-    assert checkpoint.latest(killed).name == "step_0000004"
-    finish(start_training(*fp16_args(small_corpus, killed, "+boost_at=0", "+kill_at=0", "resume=auto")))
+    with trained_beside(*fp16_args(small_corpus, reference, "+boost_at=2", "+kill_at=0")):
+        process = start_training(*fp16_args(small_corpus, killed, "+boost_at=2", "+kill_at=7"))
+        process.communicate(timeout=300)
+        assert process.returncode == -signal.SIGKILL
+        assert checkpoint.latest(killed).name == "step_0000004"
+        finish(start_training(*fp16_args(small_corpus, killed, "+boost_at=0", "+kill_at=0", "resume=auto")))
     assert_same_training(reference, killed)
     ours, theirs = (checkpoint.load_state(checkpoint.latest(run)) for run in (reference, killed))
     assert ours["scaler"] == theirs["scaler"] and ours["scaler"]["scale"] == 32768.0

@@ -17,7 +17,7 @@ from multitx.data.images.images import decode_image
 from multitx.engine.trainer import train
 from multitx.predict import main as predict_main
 from multitx.predict import predict
-from tests.conftest import run_module, tiny_charlm_args, write_line_corpus
+from tests.conftest import run_here, run_module, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 
@@ -141,10 +141,10 @@ def test_python_predict_takes_pil_images_and_uint8_tensors(runs):
 
 @pytest.fixture(scope="module")
 def folder_csv(runs) -> tuple[Path, list[list[str]], str]:
-    """python -m multitx.predict on the whole image folder, in batches of 4, in a fresh process."""
+    """python -m multitx.predict on the whole image folder, in batches of 4 (its main(), run in this process)."""
     out = runs["tmp"] / "folder" / "predictions.csv"  # a folder not there yet: made
-    result = run_module("multitx.predict", f"run_dir={runs['vit']}", f"image={runs['images']}", "top_k=2",
-                        "batch_size=4", f"out={out}", "device=cpu")
+    result = run_here("multitx.predict", f"run_dir={runs['vit']}", f"image={runs['images']}", "top_k=2",
+                      "batch_size=4", f"out={out}", "device=cpu")
     assert result.returncode == 0, result.stderr
     return out, list(csv.reader(out.open())), result.stdout
 

@@ -3,8 +3,6 @@ the same name in the task's YAML (trunks as nested sections), settable from the 
 and a run's config.yaml rebuilds the same dataclass."""
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
@@ -16,6 +14,7 @@ from multitx.models.vit import ViTConfig
 from multitx.nn.trunk import TrunkConfig
 from multitx.tasks.caption import CaptionTask
 from multitx.tasks.charlm import CharLMTask
+from tests.conftest import run_here
 
 TASKS = {"charlm": LanguageModelConfig, "mlm": LanguageModelConfig, "vit_cifar": ViTConfig,
          "vit_cifar_quick": ViTConfig, "vit_fashion": ViTConfig, "vit_finetune": ViTConfig, "caption": CaptionerConfig}
@@ -73,6 +72,7 @@ def test_the_captioner_has_one_trunk_section_for_its_encoder_and_one_for_its_dec
 
 
 def test_cfg_prints_the_nested_shape():
-    shown = subprocess.run([sys.executable, "-m", "multitx.train", "--cfg", "task=charlm"], capture_output=True,
-                           text=True, check=True).stdout
+    done = run_here("multitx.train", "--cfg", "task=charlm")
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
     assert "\n  trunk:\n    dim: 128\n" in shown

@@ -11,17 +11,16 @@ import multitx
 from multitx.data.text.bpe import BytePairTokenizer
 from multitx.data.text.corpus import load_corpus
 from multitx.errors import UserError
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, run_here, torch_threads
 from tests.test_engine import (
     assert_same_training,
-    finish,
     killed_then_resumed,
-    start_training,
     train_in_two_processes,
+    trained_beside,
     weights,
 )
 
-ENV = {"PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each, no fight for the cores
 NON_ASCII = "naïve café — Grüße, 日本語のテキスト, emoji 🙂🚀, tabs\tand\nnew lines; Ελληνικά"
 
 
@@ -43,7 +42,8 @@ def write_corpus(path):
 def lm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
     corpus = write_corpus(root / "corpus.txt")
-    result = run_module("multitx.train", *lm_args(corpus, root / "run"), cwd=REPO, env=ENV)
+    with torch_threads(1):
+        result = run_here("multitx.train", *lm_args(corpus, root / "run"))
     assert result.returncode == 0, result.stderr[-2000:]
     return root / "run"
 
@@ -88,8 +88,7 @@ def test_bad_tokenizer_settings_end_in_one_line_and_exit_2(tmp_path, override, s
     corpus = write_corpus(tmp_path / "corpus.txt")
     bad = tmp_path / "tokenizer.json"
     bad.write_text('{"version": "1.0", "model": {"type": "Nonsense"}}', encoding="utf-8")
-    result = run_module("multitx.train", *lm_args(corpus, tmp_path / "run"), override.format(bad=bad), cwd=REPO,
-                        env=ENV)
+    result = run_here("multitx.train", *lm_args(corpus, tmp_path / "run"), override.format(bad=bad))
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and said in lines[0] and "Traceback" not in result.stderr
@@ -100,9 +99,8 @@ def test_a_users_tokenizer_json_is_used_as_it_is(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     trained = BytePairTokenizer.train(corpus.read_text(), {"vocab_size": 280, "special_tokens": []})
     trained.tokenizer.save(str(tmp_path / "tokenizer.json"))
-    result = run_module("multitx.train", *lm_args(corpus, tmp_path / "run", "steps=2", "eval_every=2",
-                                                  f"data.tokenizer_file={tmp_path / 'tokenizer.json'}"),
-                        cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *lm_args(corpus, tmp_path / "run", "steps=2", "eval_every=2",
+                                                f"data.tokenizer_file={tmp_path / 'tokenizer.json'}"))
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "run" / "vocab.json").read_text())
     assert saved["kind"] == "bpe" and saved["tokenizer"] == trained.state()["tokenizer"]
@@ -119,8 +117,7 @@ def test_task_lm_trains_on_bpe_and_saves_its_tokenizer_with_every_checkpoint(lm_
 
 
 def test_sample_writes_subword_text_after_the_prompt(lm_run):
-    result = run_module("multitx.sample", f"run_dir={lm_run}", "prompt=ROMEO: ", "max_new_tokens=10", "device=cpu",
-                        cwd=REPO, env=ENV)
+    result = run_here("multitx.sample", f"run_dir={lm_run}", "prompt=ROMEO: ", "max_new_tokens=10", "device=cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("ROMEO: ") and len(result.stdout) > len("ROMEO: ") + 10, "tokens of characters"
 
@@ -131,8 +128,8 @@ def test_inspect_labels_the_attention_maps_with_subword_tokens(lm_run, tmp_path)
     inspection = inspect_run(lm_run, prompt="JULIET: hold the rose", new_tokens=0)
     assert any(len(label) > 1 for label in inspection.tokens), "a label is a subword, not one character"
     assert "".join(inspection.tokens).replace("␣", " ") == "JULIET: hold the rose"
-    result = run_module("multitx.inspect", f"run_dir={lm_run}", "prompt=ROMEO: speak", f"out={tmp_path / 'i'}",
-                        "device=cpu", cwd=REPO, env=ENV)
+    result = run_here("multitx.inspect", f"run_dir={lm_run}", "prompt=ROMEO: speak", f"out={tmp_path / 'i'}",
+                      "device=cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "i" / "index.html").is_file() and list((tmp_path / "i").glob("attn_L0_H*.png"))
 
@@ -147,7 +144,7 @@ def test_evaluate_reports_bits_per_character_beside_the_loss_per_token(lm_run):
 
 
 def test_charlm_reads_characters_only():
-    result = run_module("multitx.train", "task=charlm", "data.tokenizer=bpe", "steps=1", cwd=REPO, env=ENV)
+    result = run_here("multitx.train", "task=charlm", "data.tokenizer=bpe", "steps=1", cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: task=charlm reads characters; for data.tokenizer=bpe use task=lm (the same model on any "
@@ -173,8 +170,8 @@ def test_lm_killed_then_resumed_gives_exactly_the_uninterrupted_run(tmp_path):
         return lm_args(corpus, run_dir, "steps=16", "eval_every=5", "deterministic=true", "show_tokens=0",
                        "model.trunk.dropout=0.1", "task._target_=tests.engine_helpers.KilledLM")
 
-    finish(start_training(*argv(tmp_path / "reference"), "+kill_at=0"))
-    killed_then_resumed(argv(tmp_path / "killed"), kill_at=8)
+    with trained_beside(*argv(tmp_path / "reference"), "+kill_at=0"):
+        killed_then_resumed(argv(tmp_path / "killed"), kill_at=8)
     assert_same_training(tmp_path / "reference", tmp_path / "killed")
 
 
@@ -182,7 +179,7 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_on_subword_tokens(t
     corpus = write_corpus(tmp_path / "corpus.txt")
     common = ["steps=6", "eval_every=6", "show_tokens=0", "optimizer=adamw"]
     single = tmp_path / "single"
-    result = run_module("multitx.train", *lm_args(corpus, single, *common, "batch_size=8"), cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *lm_args(corpus, single, *common, "batch_size=8"))
     assert result.returncode == 0, result.stderr[-2000:]
     ddp = tmp_path / "ddp"
     train_in_two_processes(*lm_args(corpus, ddp, *common, "batch_size=4"))
@@ -193,8 +190,7 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_on_subword_tokens(t
 def test_export_keeps_the_tokenizer_beside_the_model(lm_run, tmp_path):
     from tokenizers import Tokenizer
 
-    result = run_module("multitx.export", f"run_dir={lm_run}", "format=pt2", f"out={tmp_path / 'lm.pt2'}", cwd=REPO,
-                        env=ENV)
+    result = run_here("multitx.export", f"run_dir={lm_run}", "format=pt2", f"out={tmp_path / 'lm.pt2'}")
     assert result.returncode == 0, result.stderr[-2000:]
     about = json.loads((tmp_path / "lm.pt2.json").read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_str(json.dumps(about["tokenizer"]))  # what a user without multitx does
@@ -204,8 +200,7 @@ def test_export_keeps_the_tokenizer_beside_the_model(lm_run, tmp_path):
 
 
 def test_a_decoding_request_beyond_the_machines_memory_is_refused_before_anything_is_allocated(lm_run):
-    result = run_module("multitx.sample", f"run_dir={lm_run}", "max_new_tokens=1000000000000", "device=cpu",
-                        cwd=REPO, env=ENV)
+    result = run_here("multitx.sample", f"run_dir={lm_run}", "max_new_tokens=1000000000000", "device=cpu")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: max_new_tokens=1000000000000 needs about 7450.6 GB for "
@@ -228,11 +223,10 @@ def test_the_masked_model_masks_subword_tokens_and_fill_says_it_fills_characters
     corpus = write_corpus(tmp_path / "corpus.txt")
     args = ["task=mlm" if a == "task=lm" else a for a in lm_args(corpus, tmp_path / "run", "steps=2", "eval_every=2")]
     args = [a for a in args if not a.startswith("show_tokens")] + ["data.tokenizer=bpe", "show_fills=0"]
-    result = run_module("multitx.train", *args, cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     run = multitx.load(tmp_path / "run")
     assert run.vocab.kind == "bpe" and run.model.config.vocab_size == run.vocab.vocab_size + 1  # + the mask token
-    refused = run_module("multitx.fill", f"run_dir={tmp_path / 'run'}", "prompt=ROMEO: sp_ak", "device=cpu",
-                         cwd=REPO, env=ENV)
+    refused = run_here("multitx.fill", f"run_dir={tmp_path / 'run'}", "prompt=ROMEO: sp_ak", "device=cpu")
     assert refused.returncode == 2
     assert "multitx.fill fills blanks of one character each, and this model reads bpe tokens" in refused.stderr

@@ -2,8 +2,8 @@
 refused by every loading command, the module is not imported, and trust_code=true
 on that command loads it."""
 
-import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,9 @@ from PIL import Image
 
 from multitx.cli import load_config
 from multitx.engine.trainer import train
-from tests.conftest import run_module, tiny_caption_args, tiny_charlm_args, write_line_corpus
+from tests.conftest import registries_restored, run_here, tiny_caption_args, tiny_charlm_args, write_line_corpus
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "user_code")
 
 # A module with a side effect the test can see: importing it creates MARKER.
 USER_MODULE = '''
@@ -59,9 +59,13 @@ def naming_code(run: Path, to: Path, **tokenizer) -> Path:
     return to
 
 
-def user_env(runs) -> dict:
-    """The user's module is importable: a refusal is not an import failure."""
-    return {"PYTHONPATH": os.pathsep.join([str(runs["code"]), os.environ.get("PYTHONPATH", "")])}
+@pytest.fixture
+def user_code(runs, monkeypatch):
+    """The user's module is importable (a refusal is not an import failure) and not imported yet, as in a fresh
+    process: the commands run in this one. Whatever a trusted load imported and registered goes afterwards."""
+    monkeypatch.syspath_prepend(str(runs["code"]))
+    with registries_restored("users_module"):
+        yield
 
 
 def assert_refused(result, key: str) -> None:
@@ -76,11 +80,11 @@ def test_caption_refuses_a_run_that_names_code_and_trust_code_loads_it(runs, set
     run = naming_code(runs["caption"], tmp_path / "run", **setting)
     runs["marker"].unlink(missing_ok=True)
     args = [f"run_dir={run}", f"image={runs['picture']}", "beam=1"]
-    result = run_module("multitx.caption", *args, env=user_env(runs))
+    result = run_here("multitx.caption", *args)
     assert_refused(result, f"model.tokenizer.{next(iter(setting))}")
-    assert not runs["marker"].exists(), "the module was imported"
+    assert not runs["marker"].exists() and "users_module" not in sys.modules, "the module was imported"
 
-    result = run_module("multitx.caption", *args, "trust_code=true", env=user_env(runs))
+    result = run_here("multitx.caption", *args, "trust_code=true")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "a caption"
     assert runs["marker"].exists(), "trusted: the module the run names is imported"
@@ -89,18 +93,17 @@ def test_caption_refuses_a_run_that_names_code_and_trust_code_loads_it(runs, set
 def test_a_registered_name_of_the_users_loads_with_its_module_when_trusted(runs, tmp_path):
     run = naming_code(runs["caption"], tmp_path / "run", name="users_own", module="users_module")
     args = [f"run_dir={run}", f"image={runs['picture']}", "beam=1"]
-    assert_refused(run_module("multitx.caption", *args, env=user_env(runs)), "model.tokenizer.module")
-    assert run_module("multitx.caption", *args, "trust_code=true", env=user_env(runs)).returncode == 0
+    assert_refused(run_here("multitx.caption", *args), "model.tokenizer.module")
+    assert run_here("multitx.caption", *args, "trust_code=true").returncode == 0
 
 
 def test_sample_refuses_a_run_that_names_code(runs, tmp_path):
     run = naming_code(runs["charlm"], tmp_path / "run", module="users_module")
     runs["marker"].unlink(missing_ok=True)
-    result = run_module("multitx.sample", f"run_dir={run}", "max_new_tokens=5", env=user_env(runs))
+    result = run_here("multitx.sample", f"run_dir={run}", "max_new_tokens=5")
     assert_refused(result, "model.tokenizer.module=users_module")
-    assert not runs["marker"].exists()
-    trusted = run_module("multitx.sample", f"run_dir={run}", "max_new_tokens=5", "trust_code=true",
-                         env=user_env(runs))
+    assert not runs["marker"].exists() and "users_module" not in sys.modules
+    trusted = run_here("multitx.sample", f"run_dir={run}", "max_new_tokens=5", "trust_code=true")
     assert trusted.returncode == 0, trusted.stderr
 
 
@@ -110,15 +113,15 @@ def test_a_task_class_of_the_users_in_a_run_folder_is_refused(runs, tmp_path):
     cfg = OmegaConf.load(run / "config.yaml")
     cfg.task._target_ = "users_module.Task"
     (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    assert_refused(run_module("multitx.sample", f"run_dir={run}", env=user_env(runs)), "task._target_")
+    assert_refused(run_here("multitx.sample", f"run_dir={run}"), "task._target_")
 
 
 def test_resuming_builds_from_the_command_line_not_from_the_run_folder(runs, tmp_path):
     """The checkpoint says to import a module; resuming without typing it is refused, and nothing is imported."""
     run = naming_code(runs["charlm"], tmp_path / "run", module="users_module")
     runs["marker"].unlink(missing_ok=True)
-    result = run_module("multitx.train", *tiny_charlm_args(runs["corpus"], run, "steps=4", "eval_every=2",
-                                                           "resume=auto"), env=user_env(runs))
+    result = run_here("multitx.train", *tiny_charlm_args(runs["corpus"], run, "steps=4", "eval_every=2",
+                                                         "resume=auto"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "different model configuration" in result.stderr
-    assert not runs["marker"].exists()
+    assert not runs["marker"].exists() and "users_module" not in sys.modules

@@ -4,10 +4,21 @@ that names the module loads only when the user trusts it."""
 
 import json
 
+import pytest
+
 import multitx
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, registries_restored, run_here, run_module
 
 ENV = {"PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each, no fight for the cores
+
+
+@pytest.fixture(autouse=True)
+def fresh_registries():
+    """The commands run in this process: each test starts from the registries of a fresh one (no test_stripes),
+    and what its data.module registered is gone again after it."""
+    with registries_restored("tests.helpers_user_data", builtin_only=True):
+        yield
 
 
 def stripes_args(run_dir, *extra: str) -> list[str]:
@@ -19,7 +30,7 @@ def stripes_args(run_dir, *extra: str) -> list[str]:
 
 
 def test_a_registered_user_dataset_trains_from_the_command_line(tmp_path):
-    result = run_module("multitx.train", *stripes_args(tmp_path / "run", "data.count=5"), cwd=REPO, env=ENV)
+    result = run_here("multitx.train", *stripes_args(tmp_path / "run", "data.count=5"))
     assert result.returncode == 0, result.stderr[-2000:]
     run = tmp_path / "run"
     assert json.loads((run / "classes.json").read_text())["classes"] == ["horizontal", "vertical"]
@@ -28,29 +39,29 @@ def test_a_registered_user_dataset_trains_from_the_command_line(tmp_path):
 
 
 def test_its_keys_are_listed_by_help_and_checked_by_their_rules(tmp_path):
-    shown = run_module("multitx.train", "--help", "data.module=tests.helpers_user_data", "data=test_stripes",
-                       "task=vit_cifar", cwd=REPO, env=ENV)
+    shown = run_here("multitx.train", "--help", "data.module=tests.helpers_user_data", "data=test_stripes",
+                     "task=vit_cifar")
     assert shown.returncode == 0, shown.stderr
     assert "data.count" in shown.stdout and "images per class in each split" in shown.stdout
-    refused = run_module("multitx.train", *stripes_args(tmp_path / "run", "data.count=0"), cwd=REPO, env=ENV)
+    refused = run_here("multitx.train", *stripes_args(tmp_path / "run", "data.count=0"))
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == ["error: data.count must be at least 1, got 0"]
 
 
 def test_without_its_module_the_name_is_unknown_and_the_run_folder_needs_trust(tmp_path):
+    # A fresh process: in this one, an earlier test may have imported the module, and so registered the name.
     unknown = run_module("multitx.train", *[a for a in stripes_args(tmp_path / "other") if "data.module" not in a],
                          cwd=REPO, env=ENV)
     assert unknown.returncode == 2 and "unknown data 'test_stripes'" in unknown.stderr
-    trained = run_module("multitx.train", *stripes_args(tmp_path / "run"), cwd=REPO, env=ENV)
+    trained = run_here("multitx.train", *stripes_args(tmp_path / "run"))
     assert trained.returncode == 0, trained.stderr[-2000:]
-    refused = run_module("multitx.sample", f"run_dir={tmp_path / 'run'}", cwd=REPO, env=ENV)
+    refused = run_here("multitx.sample", f"run_dir={tmp_path / 'run'}")
     assert refused.returncode == 2 and "data.module=tests.helpers_user_data" in refused.stderr
     assert multitx.load(tmp_path / "run", trust_code=True).classes == ["horizontal", "vertical"]
 
 
 def test_a_dataset_of_another_kind_is_refused_before_anything_is_read(tmp_path):
-    refused = run_module("multitx.train", "task=vit_cifar_quick", "data=shakespeare", f"run_dir={tmp_path / 'r'}",
-                         cwd=REPO, env=ENV)
+    refused = run_here("multitx.train", "task=vit_cifar_quick", "data=shakespeare", f"run_dir={tmp_path / 'r'}")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "error: data=shakespeare holds text, and this task reads images: use data=cifar10, data=fashion_mnist, "

@@ -8,9 +8,17 @@ import json
 import pytest
 
 import multitx
-from tests.conftest import REPO, run_module, tiny_charlm_args
+from tests.conftest import registries_restored, run_here, tiny_charlm_args, torch_threads
 
-ENV = {"PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread each, no fight for the cores
+
+
+@pytest.fixture(autouse=True)
+def fresh_registries():
+    """The commands run in this process: each test starts from the registries of a fresh one (no test_bytes, no
+    test_csv), and what the run's modules registered is gone again after it."""
+    with registries_restored("tests.helpers_user_data", builtin_only=True):
+        yield
 
 
 def tiny_lm_args(corpus, run_dir, *extra: str) -> list[str]:
@@ -26,10 +34,10 @@ def byte_run(tmp_path_factory):
     corpus = root / "corpus.txt"
     corpus.write_text("naïve café, Grüße — to be or not to be\n" * 40, encoding="utf-8")
     run_dir = root / "run"
-    result = run_module("multitx.train", *tiny_lm_args(corpus, run_dir, "steps=4", "eval_every=2"),
-                        "data.module=tests.helpers_user_data", "data.tokenizer=test_bytes",
-                        "loggers=[tensorboard,test_csv]", "loggers_module=tests.helpers_user_data", "device=cpu",
-                        cwd=REPO, env=ENV)
+    with torch_threads(1), registries_restored("tests.helpers_user_data"):
+        result = run_here("multitx.train", *tiny_lm_args(corpus, run_dir, "steps=4", "eval_every=2"),
+                          "data.module=tests.helpers_user_data", "data.tokenizer=test_bytes",
+                          "loggers=[tensorboard,test_csv]", "loggers_module=tests.helpers_user_data", "device=cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
@@ -52,10 +60,9 @@ def test_a_user_logger_gets_every_scalar_and_picture_the_run_logs(byte_run):
 
 
 def test_the_run_folder_names_the_module_so_sampling_needs_trust(byte_run):
-    refused = run_module("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5", cwd=REPO, env=ENV)
+    refused = run_here("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5")
     assert refused.returncode == 2 and "trust_code=true" in refused.stderr
-    sampled = run_module("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5", "prompt=na",
-                         "trust_code=true", cwd=REPO, env=ENV)
+    sampled = run_here("multitx.sample", f"run_dir={byte_run}", "max_new_tokens=5", "prompt=na", "trust_code=true")
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sampled.stdout.startswith("na")
 
@@ -65,8 +72,7 @@ def test_the_run_folder_names_the_module_so_sampling_needs_trust(byte_run):
     ("loggers=[nope]", "error: unknown metric logger 'nope'; registered: mlflow, tensorboard, wandb"),
 ])
 def test_an_unknown_name_is_one_line_listing_the_registered_ones(tmp_path, small_corpus, override, said):
-    refused = run_module("multitx.train", *tiny_lm_args(small_corpus, tmp_path / "run"), override,
-                         "device=cpu", cwd=REPO, env=ENV)
+    refused = run_here("multitx.train", *tiny_lm_args(small_corpus, tmp_path / "run"), override, "device=cpu")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[0].startswith(said), refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
