@@ -97,11 +97,13 @@ def hydra_arguments(argv: list[str]):
 def check_every_job(overrides: list[str], search: list[str]) -> None:
     """Before the first run of a sweep starts, every combination the basic sweeper will make composes and
     passes the type checks: a typo in the third value is one line now, not a failure an hour in.
-    Another sweeper's syntax (hydra/sweeper=optuna: interval(...)) is checked by its own first job."""
+    Another sweeper's syntax (hydra/sweeper=optuna: interval(...)) is checked by its own first job; that the
+    sweeper (or launcher) named is installed, here."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if any(o.split("=", 1)[0] == "hydra/sweeper" for o in overrides):
+        load_config([o for o in overrides if o.startswith("hydra/")] + search)
         return
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra.")])

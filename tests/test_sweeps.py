@@ -55,6 +55,15 @@ def test_every_combination_is_checked_before_the_first_run_starts(tmp_path, caps
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_sweeper_that_is_not_installed_is_one_line_naming_the_plugin(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train(["-m", "hydra/sweeper=nosuch", "lr=interval(1e-3,1e-2)", f"run_dir={tmp_path / 'sweep'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: unknown hydra/sweeper 'nosuch'; choose one of: basic (a Hydra plugin "
+                                       "adds its own: pip install hydra-nosuch-sweeper)\n")
+    assert not (tmp_path / "sweep").exists()
+
+
 @pytest.fixture
 def config_dir(tmp_path):
     """A user's own recipe (task/quick.yaml, over the built-in charlm) and dataset (data/lines.yaml)."""

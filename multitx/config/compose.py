@@ -73,10 +73,12 @@ def explain_hydra_error(err: Exception) -> str:
     if m := re.search(r"Could not override '([^']+)'", text):
         return (f"unknown config key '{m.group(1)}'{moved_hint(m.group(1))}; see the keys with "
                 f"`python -m multitx.train --cfg`, or add a new one with +{m.group(1)}=VALUE")
-    if m := re.search(r"Could not find '(\w+)/(\S+)'", text):
+    if m := re.search(r"Could not find '([\w/]+)/(\S+)'", text):
         group, name = m.group(1), m.group(2)
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        return f"unknown {group} '{name}'; choose one of: {', '.join(options)}"
+        plugin = f" (a Hydra plugin adds its own: pip install hydra-{name}-{group.split('/')[-1]})" \
+            if group.startswith("hydra/") else ""
+        return f"unknown {group} '{name}'; choose one of: {', '.join(options)}{plugin}"
     if m := re.search(r"LexerNoViableAltException: (\S+?)=(\S*[<>]\S*)", text):
         return f"cannot parse {m.group(1)}={m.group(2)}: the command line needs <= and >= quoted, as in " \
                f"'{m.group(1)}=\"{m.group(2)}\"'"
