@@ -8,6 +8,7 @@
 """
 
 import ast
+import functools
 import importlib
 import os
 import sys
@@ -30,6 +31,7 @@ TOOLS = {  # name: (module, what it does)
 NOT_BENCHMARKS = ("budget", "peaks")  # helpers the benchmarks share
 
 
+@functools.cache
 def benchmarks() -> dict[str, str]:
     """Each benchmark module's name and the first line of its docstring, read without importing it."""
     found = {}

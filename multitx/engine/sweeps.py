@@ -60,9 +60,9 @@ def swept_keys(rows: list[dict]) -> list[str]:
     return keys
 
 
-def summarize(sweep_dir) -> tuple[Path, Path, str]:
+def summarize(sweep_dir) -> tuple[Path, Path, str, int]:
     """Write SWEEP_DIR/summary.csv (every override of every run) and summary.md (the keys whose value
-    differs between runs, the others on a line above); return their paths and the markdown."""
+    differs between runs, the others on a line above); return their paths, the markdown and the runs' count."""
     sweep_dir = Path(sweep_dir)
     rows = [run_row(folder, sweep_dir) for folder in job_folders(sweep_dir)]
     keys = swept_keys(rows)
@@ -90,7 +90,7 @@ def summarize(sweep_dir) -> tuple[Path, Path, str]:
                           "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                           *("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)])
     md_path.write_text(markdown + "\n", encoding="utf-8")
-    return csv_path, md_path, markdown
+    return csv_path, md_path, markdown, len(rows)
 
 
 def shown(value) -> str:
@@ -106,6 +106,5 @@ class SweepSummary(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
-        csv_path, md_path, markdown = summarize(sweep_dir)
-        print(f"\nsweep of {len(job_folders(sweep_dir))} runs in {sweep_dir} ({csv_path.name}, {md_path.name}):\n"
-              f"{markdown}", flush=True)
+        csv_path, md_path, markdown, runs = summarize(sweep_dir)
+        print(f"\nsweep of {runs} runs in {sweep_dir} ({csv_path.name}, {md_path.name}):\n{markdown}", flush=True)

@@ -103,6 +103,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
     step, best, skipped, overflows, scaler_state = progress or (0, None, 0, 0, {})
 
     config_yaml = OmegaConf.to_yaml(cfg)  # after build_model: a model started from timm records what was built
+    settings = OmegaConf.to_container(cfg, resolve=True)  # the same, as plain data: provenance, the loggers
     artifacts = task.artifacts()
     if runtime.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,9 +111,9 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
         for name, content in artifacts.items():  # each checkpoint holds them too
             (run_dir / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
         provenance.append(run_dir, provenance.start_record(
-            OmegaConf.to_container(cfg, resolve=True), overrides, runtime.describe(), runtime.world_size,
+            settings, overrides, runtime.describe(), runtime.world_size,
             resumed_from=str(start_from) if start_from else None))
-    loggers = [cls(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    loggers = [cls(run_dir, settings)
                for cls in logger_classes(cfg.get("loggers", []))] if runtime.is_main else []
     log = MetricsLog(run_dir, enabled=runtime.is_main, loggers=loggers)
 
