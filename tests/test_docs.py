@@ -19,6 +19,7 @@ import re
 import shlex
 from dataclasses import is_dataclass
 from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from multitx import commands
 from multitx.benchmarks import own_and_training
 from multitx.cli import load_config, parse_args
 from multitx.engine.trainer import check
+from multitx.errors import UserError
 from multitx.train import check_every_job
 from tests.conftest import REPO, registries_restored
 from tests.helpers_vision import write_fashion_mnist
@@ -165,6 +167,12 @@ def accepted(argv: list[str], readers_folder: Path, monkeypatch) -> None:
         assert set(flags) <= {"--help", "--cfg", "-m"}, flags
         overrides = [a for a in args if not a.startswith("-") and a != "job"]
         if "-m" in flags:  # a sweep: every combination, as multitx train -m checks them before the first run
+            sweeper = next((a.split("=", 1)[1] for a in overrides if a.startswith("hydra/sweeper=")), "basic")
+            if sweeper != "basic" and not installed(f"hydra_plugins.hydra_{sweeper}_sweeper"):
+                # a plugin the page tells the reader to install first; without it, the one line naming it
+                with pytest.raises(UserError, match=f"pip install hydra-{sweeper}-sweeper"):
+                    check_every_job(overrides, [])
+                return
             check_every_job(overrides, [])
             return
         cfg = load_config(overrides)
@@ -185,6 +193,13 @@ def accepted(argv: list[str], readers_folder: Path, monkeypatch) -> None:
         tool = import_module(module)
         parse_args([a for a in args if not a.startswith("run_dir=")] + [f"run_dir={readers_folder.parent / 'DIR'}"],
                    args_class(tool))
+
+
+def installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # its namespace package (hydra_plugins) is not there either
+        return False
 
 
 TINY = {  # added after a train command of the README: the same run, small enough for a test (text: a small file)
