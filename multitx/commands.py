@@ -26,6 +26,7 @@ TOOLS = {  # name: (module, what it does)
     "evaluate": ("multitx.evaluate", "score a trained run on a split: run_dir=DIR split=test"),
     "export": ("multitx.export", "export a trained model: run_dir=DIR format=onnx|pt2|hf"),
     "inspect": ("multitx.inspect.__main__", "see inside a trained run: attention maps, shapes, a web page"),
+    "explore": ("multitx.explore.__main__", "a live explorer of a trained run in the browser: run_dir=DIR"),
     "launch": ("multitx.launch", "torchrun with clear exits: launch --standalone --nproc_per_node=2 -m multitx.train"),
 }
 NOT_BENCHMARKS = ("budget", "peaks")  # helpers the benchmarks share

@@ -1,6 +1,9 @@
-"""Importing a class that a setting names by its path (package.module.Class), with one clear line if it fails."""
+"""Importing a class that a setting names by its path (package.module.Class), with one clear line if it fails;
+whether an optional package is installed."""
 
+import importlib.util
 import logging
+import sys
 
 from hydra.utils import get_class
 
@@ -24,3 +27,13 @@ def named_class(target: str, key: str, wanted: type, public_name: str = "") -> t
         name = public_name or f"{wanted.__module__}.{wanted.__name__}"
         raise UserError(f"{key}={target} is not a subclass of {name}")
     return cls
+
+
+def installed(package: str) -> bool:
+    """Whether `package` (or a dotted module) can be imported, without importing it."""
+    if package in sys.modules:
+        return sys.modules[package] is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # its parent package is missing too
+        return False

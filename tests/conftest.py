@@ -77,7 +77,8 @@ def tiny_caption_args(tmp, *extra: str) -> list[str]:
 
 
 # The module each `python -m NAME` runs, where it is not NAME itself.
-MAIN_OF = {"multitx.inspect": "multitx.inspect.__main__", "multitx": "multitx.commands"}
+MAIN_OF = {"multitx.inspect": "multitx.inspect.__main__", "multitx.explore": "multitx.explore.__main__",
+           "multitx": "multitx.commands"}
 
 
 def run_here(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

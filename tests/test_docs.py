@@ -19,7 +19,6 @@ import re
 import shlex
 from dataclasses import is_dataclass
 from importlib import import_module
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from multitx.benchmarks import own_and_training
 from multitx.cli import load_config, parse_args
 from multitx.engine.trainer import check
 from multitx.errors import UserError
+from multitx.imports import installed
 from multitx.train import check_every_job
 from tests.conftest import REPO, registries_restored
 from tests.helpers_vision import write_fashion_mnist
@@ -193,13 +193,6 @@ def accepted(argv: list[str], readers_folder: Path, monkeypatch) -> None:
         tool = import_module(module)
         parse_args([a for a in args if not a.startswith("run_dir=")] + [f"run_dir={readers_folder.parent / 'DIR'}"],
                    args_class(tool))
-
-
-def installed(module: str) -> bool:
-    try:
-        return find_spec(module) is not None
-    except ModuleNotFoundError:  # its namespace package (hydra_plugins) is not there either
-        return False
 
 
 TINY = {  # added after a train command of the README: the same run, small enough for a test (text: a small file)

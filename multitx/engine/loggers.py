@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from multitx.errors import UserError
+from multitx.imports import installed
 from multitx.registry import Registry
 
 
@@ -203,16 +204,6 @@ def logger_classes(names, module=None) -> list[type[MetricLogger]]:
             raise UserError(f"loggers=[{name}] needs the {cls.requires} package, which is not installed: "
                             f"{install_line(cls)}")
     return classes
-
-
-def installed(package: str) -> bool:
-    """Whether `package` can be imported, without importing it."""
-    if package in sys.modules:
-        return sys.modules[package] is not None
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def install_line(cls: type[MetricLogger]) -> str:

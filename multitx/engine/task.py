@@ -66,6 +66,7 @@ class Inspection:
     grid: tuple[int, int] | None = None  # patch rows and columns
     prefix: int = 0  # tokens before the patch grid (CLS)
     shown_words: list[str] = field(default_factory=list)  # captioner: the words whose cross-attention is drawn
+    prompt: str = ""  # text models: the text read, before anything the model wrote
     task: str = ""  # the run's task.name, filled in by multitx.inspect
 
 

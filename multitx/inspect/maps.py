@@ -5,7 +5,10 @@
   captioner:  for one written word, its cross-attention over the patches laid over
               the image (mean over heads, then each head), beside its self-attention
               over the words before it
+Token labels are drawn with fonts.label_fonts(), so they show in any script.
 """
+
+import functools
 
 import matplotlib
 
@@ -15,9 +18,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from multitx.inspect.fonts import label_fonts  # noqa: E402
 from multitx.nn.trace import AttentionRecord  # noqa: E402
 
 
+def labelled(draw):
+    """Build the figure with the label fonts: its text takes the family list when made."""
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context({"font.family": label_fonts()}):
+            return draw(*args, **kwargs)
+    return drawn
+
+
+@labelled
 def heatmap(weights: np.ndarray, queries: list[str], keys: list[str], title: str) -> Figure:
     """weights (T, S): row i is how token i spreads its attention over the keys."""
     t, s = weights.shape
@@ -88,6 +102,7 @@ def rollout_figure(records: list[AttentionRecord], image: np.ndarray, prefix: in
     return fig
 
 
+@labelled
 def word_maps(cross: AttentionRecord, self_attention: AttentionRecord, position: int, image: np.ndarray,
               prefix: int, grid, reads: list[str], word: str) -> Figure:
     """The word written at `position`: where it looked in the image (mean over heads, each head),

@@ -39,6 +39,7 @@ class AttentionRecord:
     weights: torch.Tensor  # (B, H, T, S) softmax(QKᵀ/√Dh), masked keys 0; each row sums to 1
     mixed: torch.Tensor  # (B, H, T, Dh) the weighted values, as the fused kernel returned them
     out: torch.Tensor | None = None  # (B, T, D) after the heads are joined and projected
+    allowed: torch.Tensor | None = None  # (T, S) bool: the keys each query may see (causal, padding); None: all
 
 
 @dataclass
@@ -87,10 +88,15 @@ def trace(model: nn.Module) -> Trace:
             q, k, v, allowed, causal = args[:5]  # as Attention.forward calls it
             with torch.no_grad():
                 weights = attention_weights(q.float(), k.float(), allowed, causal)
+            seen = None  # (T, S): which keys each query may see, from the batch's first row; None: every key
+            if allowed is not None:
+                seen = allowed[0, 0].expand(weights.shape[-2:])
+            elif causal:
+                seen = torch.ones(weights.shape[-2:], dtype=torch.bool, device=q.device).tril()
             pending[attention] = AttentionRecord(
                 name=name, kind="cross" if attention.reads_memory else "self", layer=block_index(name), x=None,
                 memory=None,
-                q=q.detach(), k=k.detach(), v=v.detach(), weights=weights, mixed=output.detach())
+                q=q.detach(), k=k.detach(), v=v.detach(), weights=weights, mixed=output.detach(), allowed=seen)
         return hook
 
     def on_attention(module, args, kwargs, output):

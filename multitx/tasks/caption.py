@@ -21,7 +21,7 @@ from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.bleu_cider import caption_scores
 from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.vocab import WordVocab, normalize
-from multitx.data.images.images import decode_image
+from multitx.data.images.images import EncodedImage, decode_image, described
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Inspection, Task, register_task
@@ -55,7 +55,7 @@ class CaptionTask(Task):
     artifact_files = ("vocab.json",)
     watch = ("bleu4", "max")
     called, recipe = "captioner", "task=caption"
-    tools = ("caption", "evaluate", "inspect")
+    tools = ("caption", "evaluate", "inspect", "explore")
 
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
@@ -206,7 +206,8 @@ class CaptionTask(Task):
         model, vocab, cfg = run.model, run.vocab, run.config
         size = model.config.image_size
         if image:
-            pixels, source = decode_image(Path(image), size), f"image={image}"  # (3, H, W) uint8
+            pixels = decode_image(image if isinstance(image, EncodedImage) else Path(image), size)  # (3, H, W) uint8
+            source = described(image)
         else:
             split = load_split(cfg.data, "val", size, cfg.data_dir)
             pixels, source = split.images[0], f"the first validation image of the run ({split.names[0]})"

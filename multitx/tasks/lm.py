@@ -30,7 +30,7 @@ class LanguageModelTask(TextTask):
     name = "lm"
     settings = LanguageModelSettings
     called, recipe = "language model", "task=lm"
-    tools = ("sample", "evaluate", "inspect", "export")
+    tools = ("sample", "evaluate", "inspect", "explore", "export")
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[LanguageModel, dict]:

@@ -118,7 +118,7 @@ class MaskedLMTask(TextTask):
     name = "mlm"
     settings = MaskedLMSettings
     called, recipe = "masked LM", "task=mlm"
-    tools = ("fill", "evaluate", "inspect")
+    tools = ("fill", "evaluate", "inspect", "explore")
     writes = False  # inspect: it reads the prompt at once, both ways, and writes nothing after it
 
     @property

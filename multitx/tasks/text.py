@@ -67,7 +67,7 @@ class TextTask(Task):
                 model(ids)
         labels = [vocab.label(token) for token in ids[0].tolist()]
         written = vocab.decode(ids[0, ids.shape[1] - room:].tolist()) if room else ""
-        output = f"prompt: {prompt}\nwritten: {written}" if room else \
-            f"prompt: {prompt}" + (" (fills the context)" if new_tokens else " (read at once, both ways)")
-        return Inspection("tokens", run.checkpoint, source, labels, labels, output, recorded, model)
+        output = f"prompt: {prompt}\nwritten: {written}" if room else f"prompt: {prompt}" + (
+            " (read at once, both ways)" if not cls.writes else " (fills the context)" if new_tokens else "")
+        return Inspection("tokens", run.checkpoint, source, labels, labels, output, recorded, model, prompt=prompt)
 

@@ -21,7 +21,7 @@ from multitx.config.settings import from_settings, plain, section, setting, sett
 from multitx.data.images.augment import AugmentConfig, DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import ImageSet, load_images
-from multitx.data.images.images import decode_image
+from multitx.data.images.images import EncodedImage, decode_image, described
 from multitx.data.images.splits import hold_out
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import RIGHT, WRONG, Examples, Exportable, Inspection, Task, register_task
@@ -51,7 +51,7 @@ class ViTTask(Task):
     artifact_files = ("classes.json",)
     watch = ("val_acc", "max")
     called, recipe = "ViT", "task=vit_*"
-    tools = ("predict", "evaluate", "inspect", "export")
+    tools = ("predict", "evaluate", "inspect", "explore", "export")
 
     @classmethod
     def check(cls, cfg: dict) -> None:
@@ -243,7 +243,8 @@ def input_image(cfg, info: dict, image: str | None) -> tuple[np.ndarray, str]:
     """(H, W, C) uint8 at the model's size: the file given, or the first image of the run's evaluation split."""
     size, channels = tuple(info["image_size"]), int(info["channels"])
     if image:
-        return decode_image(Path(image), size, channels).permute(1, 2, 0).numpy(), f"image={image}"
+        source = image if isinstance(image, EncodedImage) else Path(image)
+        return decode_image(source, size, channels).permute(1, 2, 0).numpy(), described(image)
     _, evaluation = load_images(cfg.data, Path(cfg.data_dir), size)
     truth = evaluation.classes[int(evaluation.labels[0])]
     return evaluation.images[0].permute(1, 2, 0).numpy(), f"the first evaluation image of the run (a {truth})"

@@ -11,6 +11,8 @@ Resize(shorter side) + CenterCrop, and so timm's evaluation transform, do. Bicub
 antialiased.
 """
 
+import io
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 from multitx.errors import UserError
 
 SizeLike = int | tuple[int, int]  # S means (S, S)
+UPLOAD_PIXELS = 40_000_000  # the most an uploaded image may unpack to (8-bit RGB: 120 MB)
 
 
 @dataclass
@@ -61,20 +64,39 @@ def fit(images: torch.Tensor, size: SizeLike) -> torch.Tensor:
     return torch.cat(out)
 
 
-def decode_image(path: Path, size: SizeLike | None, channels: int = 3) -> torch.Tensor:
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes that came some other way than a path (an upload to python -m multitx.explore):
+    decoded exactly as a file is, with the same checks."""
+
+    name: str  # what the messages call it, e.g. "the uploaded file cat.png"
+    data: bytes
+
+
+def decode_image(path: Path | EncodedImage, size: SizeLike | None, channels: int = 3) -> torch.Tensor:
     """One image file -> (channels, H, W) uint8, grey (1) or RGB (3), fitted to size, or at its own
     size for None. A missing or unreadable file is one UserError line that names it."""
-    path = Path(path)
+    encoded = isinstance(path, EncodedImage)
+    source, name = (io.BytesIO(path.data), path.name) if encoded else (Path(path), Path(path))
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            if encoded and img.width * img.height > UPLOAD_PIXELS:  # a small file can unpack to gigabytes
+                raise UserError(f"{name} is {img.width}x{img.height} pixels, more than {UPLOAD_PIXELS // 10**6} "
+                                f"million; scale it down first")
             pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)  # (h, w[, 3])
     except FileNotFoundError:
-        raise UserError(f"image {path} does not exist; check the path (or the dataset's image folder)") from None
+        raise UserError(f"image {name} does not exist; check the path (or the dataset's image folder)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot read image {path} ({short(err)}); it is corrupt or not an image: "
-                        f"replace or remove it") from None
+        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", short(err))  # the upload's name says which
+        raise UserError(f"cannot read image {name} ({detail}); it is corrupt or not an image: "
+                        f"{'give a PNG, JPEG or WebP file' if encoded else 'replace or remove it'}") from None
     image = torch.from_numpy(pixels.reshape(*pixels.shape[:2], -1).copy()).permute(2, 0, 1)  # (C, h, w)
     return image if size is None else fit(image[None], size)[0]
+
+
+def described(image: "str | Path | EncodedImage") -> str:
+    """Where an image came from, as the tools say it: image=PATH, or the upload's name."""
+    return image.name if isinstance(image, EncodedImage) else f"image={image}"
 
 
 def read_images(paths: list[Path], size: SizeLike | None, channels: int = 3) -> torch.Tensor:
