@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -34,6 +35,16 @@ def torch_threads(count: int = 1):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def chromium() -> str:
+    """Debian's chromium, for the tests that load a page in a real browser (.ci/run installs it)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    return found
 
 
 @pytest.fixture

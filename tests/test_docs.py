@@ -225,7 +225,24 @@ def test_the_readmes_quick_starts_run_in_order(readers_folder, tmp_path, monkeyp
             argv = [*argv, *TINY[task], *text, f"data_dir={tmp_path / 'datasets'}", "progress=false"]
         elif argv[0] == "sample":
             argv = [a if not a.startswith("max_new_tokens=") else "max_new_tokens=20" for a in argv]
+        elif argv[0] == "explore":  # on a free port, its page asked for once, then stopped instead of serving on
+            argv = [*argv, "port=0"]
+            monkeypatch.setattr("multitx.explore.__main__.server", AnswersOnce)
         commands.main(argv)
         ran.append(argv[0])
     capsys.readouterr()
-    assert ran.count("train") == 4 and {"sample", "evaluate", "predict", "caption", "inspect"} <= set(ran), ran
+    assert ran.count("train") == 4, ran
+    assert {"sample", "evaluate", "predict", "caption", "inspect", "explore"} <= set(ran), ran
+
+
+class AnswersOnce:
+    """multitx explore's server, for a test: answers the page and the run once, then returns."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def run(self, sockets) -> None:
+        from starlette.testclient import TestClient
+
+        client = TestClient(self.app, base_url="http://127.0.0.1")
+        assert client.get("/").status_code == 200 and client.get("/api/run").json()["task"]

@@ -43,7 +43,12 @@ def explorers(runs) -> dict[str, Explorer]:
 
 @pytest.fixture(scope="module")
 def clients(explorers) -> dict[str, TestClient]:
-    return {kind: TestClient(build_app(explorer, max_bytes=2_000_000)) for kind, explorer in explorers.items()}
+    return {kind: client(build_app(explorer, max_bytes=2_000_000)) for kind, explorer in explorers.items()}
+
+
+def client(app) -> TestClient:
+    """A client that addresses the app as a browser on this machine does (Host: 127.0.0.1)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000")
 
 
 def png(size=(16, 16), colour=(200, 40, 40), mode="RGB") -> bytes:
@@ -148,7 +153,7 @@ def test_the_text_tasks_that_read_both_ways_or_in_subwords_are_explored_too(tmp_
     with torch_threads(1):
         train(load_config(tiny_mlm_args(corpus, tmp_path / "mlm", "steps=2", "eval_every=2")))
         train(load_config(lm_args(corpus, tmp_path / "lm", "steps=2", "eval_every=2")))
-    mlm, lm = TestClient(build_app(Explorer(tmp_path / "mlm"))), TestClient(build_app(Explorer(tmp_path / "lm")))
+    mlm, lm = client(build_app(Explorer(tmp_path / "mlm"))), client(build_app(Explorer(tmp_path / "lm")))
     assert mlm.get("/api/run").json()["writes"] is False and lm.get("/api/run").json()["writes"] is True
     both_ways = mlm.post("/api/attention", json={"prompt": "To be, or"}).json()
     assert "next" not in both_ways and np.triu(unpacked(both_ways["layers"][0])[0], 1).sum() > 0.5
@@ -199,6 +204,13 @@ def test_a_bug_is_one_line_and_the_server_serves_on(clients, explorers, monkeypa
                                                                     "inside broke"}
     monkeypatch.undo()
     assert clients["charlm"].post("/api/attention", json={"prompt": "To be"}).status_code == 200
+
+
+def test_a_request_naming_another_host_is_refused(clients, explorers):
+    assert clients["charlm"].get("/api/run", headers={"host": "attacker.example:8000"}).status_code == 400
+    assert clients["charlm"].get("/api/run", headers={"host": "localhost:8000"}).status_code == 200
+    anywhere = client(build_app(explorers["charlm"], hosts=("*",)))  # host=0.0.0.0: other machines' names
+    assert anywhere.get("/api/run", headers={"host": "workstation.lan:8000"}).status_code == 200
 
 
 # Uploads are bounded

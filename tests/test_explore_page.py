@@ -4,31 +4,19 @@ checkpoints, saving an offline copy, bad input, and Devanagari glyphs. No test m
 browser's console."""
 
 import io
-import os
 import re
-import shutil
 from contextlib import ExitStack
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
+from playwright import sync_api
 
 from multitx.explore.analysis import Explorer
-from tests.conftest import torch_threads
+from tests.conftest import chromium, torch_threads
 from tests.helpers_explore import serving, tiny_runs
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 READY = "() => document.body.dataset.state === 'ready' && Number(document.body.dataset.draws) > {n}"
 BAD_REQUEST = re.compile(r"Failed to load resource: the server responded with a status of 400")
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium here (apt-get install chromium)")
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 """python -m multitx.inspect on tiny runs of each task: the shape trace, the maps as PNGs, one
 self-contained page that a real browser loads without errors, and one clear line for bad input."""
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from PIL import Image
 from multitx.cli import load_config, run_cli
 from multitx.engine.trainer import train
 from multitx.inspect.__main__ import main as inspect_main
-from tests.conftest import tiny_caption_args, tiny_charlm_args, write_line_corpus
+from tests.conftest import chromium, tiny_caption_args, tiny_charlm_args, write_line_corpus
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 
@@ -108,15 +106,6 @@ def test_a_folder_that_is_not_a_run_is_one_line(runs, capsys):
         run_cli(inspect_main, [f"run_dir={runs['tmp'] / 'images'}"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "is not a multitx run folder" in err and err.count("\n") == 1
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium here (apt-get install chromium)")
-    return found
 
 
 def browser(*args: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from multitx.config.settings import setting
 from multitx.engine.runtime import setup_runtime
 from multitx.errors import UserError
 from multitx.explore.analysis import Explorer
-from multitx.explore.app import build_app
+from multitx.explore.app import LOOPBACK, build_app
 from multitx.explore.server import address, bound, server
 
 
@@ -42,7 +42,9 @@ def main(argv: list[str]) -> None:
     runtime = setup_runtime(args["device"], "fp32")
     explorer = Explorer(Path(str(args["run_dir"])), str(args["checkpoint"]), device=runtime.device,
                         trust_code=args["trust_code"])
-    app = build_app(explorer, max_bytes=int(args["max_upload_mb"] * 1_000_000))
+    host = str(args["host"])
+    hosts = ("*",) if host not in ("127.0.0.1", "localhost", "::1") else LOOPBACK  # a Host header may name it
+    app = build_app(explorer, max_bytes=int(args["max_upload_mb"] * 1_000_000), hosts=hosts)
     print(f"exploring {explorer.run_dir} ({explorer.about()['task']}, checkpoint {explorer.default}); "
           f"open {address(listening)}  (Ctrl-C stops)", flush=True)
     server(app).run(sockets=[listening])

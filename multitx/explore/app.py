@@ -21,6 +21,8 @@ from importlib.resources import files
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,6 +31,7 @@ from multitx.data.images.images import EncodedImage
 from multitx.errors import UserError
 from multitx.explore.analysis import Explorer, Source
 
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")  # the names of this machine a browser uses
 STATIC = {"index.html": "text/html; charset=utf-8", "explorer.js": "text/javascript; charset=utf-8",
           "explorer.css": "text/css; charset=utf-8"}  # every file the explorer serves, by name
 
@@ -96,8 +99,10 @@ def whole(body: dict, key: str) -> int:
     return value
 
 
-def build_app(explorer: Explorer, *, max_bytes: int = 8_000_000) -> Starlette:
-    """The app serving `explorer`'s run; a request body may hold at most max_bytes."""
+def build_app(explorer: Explorer, *, max_bytes: int = 8_000_000, hosts: tuple[str, ...] = LOOPBACK) -> Starlette:
+    """The app serving `explorer`'s run; a request body may hold at most max_bytes. `hosts`: the names a
+    request may address it by (its Host header), so that another web site cannot reach it through a DNS name
+    it points at 127.0.0.1 (DNS rebinding); ("*",) for any, when it listens beyond this machine."""
 
     def checkpoint_of(body: dict) -> str:
         name = body.get("checkpoint") or explorer.default
@@ -135,6 +140,9 @@ def build_app(explorer: Explorer, *, max_bytes: int = 8_000_000) -> Starlette:
     async def not_found(request: Request, exc) -> Response:
         return JSONResponse({"error": f"no page {request.url.path!r} here"}, status_code=404)
 
+    async def not_allowed(request: Request, exc) -> Response:
+        return JSONResponse({"error": f"{request.method} is not how {request.url.path} is asked"}, status_code=405)
+
     routes = [
         Route("/", page),
         Route("/static/{name}", static),
@@ -146,4 +154,5 @@ def build_app(explorer: Explorer, *, max_bytes: int = 8_000_000) -> Starlette:
         Route("/api/generate", answer(lambda b: explorer.generate(checkpoint_of(b), source_of(b).prompt or "")),
               methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed},
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))])

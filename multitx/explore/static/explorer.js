@@ -148,6 +148,12 @@ function meanRows(rows) {
 const queryLabels = (answer, layer) => answer.labels[layer.query_labels].slice(0, layer.queries);
 const keyLabels = (answer, layer) => answer.labels[layer.key_labels].slice(0, layer.keys);
 const overPicture = (answer, layer) => layer.key_labels === "patches" && Boolean(answer.image);
+// A layer as the learner reads it: "layer 2" in a one-trunk model; "decoder 0 cross" in an encoder-decoder,
+// whose layers are numbered within each trunk.
+function layerName(layer) {
+  const trunks = new Set(((S.a || {}).layers || []).map((l) => l.trunk));
+  return trunks.size > 1 ? `${layer.trunk} ${layer.layer}${layer.kind === "cross" ? " cross" : ""}` : `layer ${layer.layer}`;
+}
 const layerTitle = (layer) => `${layer.name} (${layer.kind === "cross" ? "cross-attention" : "self-attention"})`;
 
 // Which query an image head's small map shows: CLS where there is one, else the mean over queries.
@@ -471,7 +477,7 @@ function drawGrid(section, answer, other, size) {
   for (let hd = 0; hd < heads; hd++) grid.append(h("div", {class: "col-head", text: `head ${hd}`}));
   for (const layer of answer.layers) {
     grid.append(h("div", {class: "layer-label", title: layerTitle(layer)},
-      h("b", {text: `layer ${layer.index}`}),
+      h("b", {text: layerName(layer)}),
       h("span", {class: "sub", text: `${layer.trunk} · ${layer.kind}`}),
       h("span", {class: "sub", text: `T=${layer.queries} S=${layer.keys}`})));
     for (let hd = 0; hd < heads; hd++) {
@@ -487,7 +493,7 @@ function headCell(answer, layer, head, size, other) {
   const [canvas, ctx] = makeCanvas(size, size, "head-map");
   canvas.dataset.layer = layer.index;
   canvas.dataset.head = head;
-  canvas.title = `layer ${layer.index}, head ${head}: ${layerTitle(layer)}, T=${layer.queries}, S=${layer.keys}`;
+  canvas.title = `${layerName(layer)}, head ${head}: ${layerTitle(layer)}, T=${layer.queries}, S=${layer.keys}`;
   if (layer.index === S.sel.layer && head === S.sel.head) canvas.classList.add("selected");
   if (overPicture(answer, layer)) drawPatchMap(ctx, size, size, answer, summaryRow(answer, layer, head), null, true);
   else drawMatrix(ctx, size, size, layer, head);
@@ -598,7 +604,7 @@ function drawHeadView() {
   const head = S.sel.head;
   section.replaceChildren(
     h("div", {class: "head-title"},
-      h("h2", {}, h("span", {class: "num", text: "3"}), `One head: layer ${layer.index}, head ${head}`),
+      h("h2", {}, h("span", {class: "num", text: "3"}), `One head: ${layerName(layer)}, head ${head}`),
       h("span", {class: "sub", text: `${layerTitle(layer)} · H=${layer.heads} T=${layer.queries} S=${layer.keys} Dh=${layer.dh}`})));
   if (overPicture(a, layer)) drawImageHead(section, a, layer, head);
   else drawTextHead(section, a, layer, head);
@@ -841,7 +847,8 @@ function drawNeuronView() {
   const Sk = n.key_labels.length;
   const letter = (name) => (n.shapes.q.match(new RegExp(`${name}=(\\d+)`)) || [0, name])[1];
   section.append(h("p", {class: "explain"},
-    `Layer ${n.layer} (${n.name}, ${n.kind}-attention), head ${n.head}: query ${n.query} `,
+    `${S.a && S.a.layers[n.layer] ? layerName(S.a.layers[n.layer]) : `Layer ${n.layer}`} (${n.name}, `
+    + `${n.kind}-attention), head ${n.head}: query ${n.query} `,
     h("b", {class: "q", text: `«${n.query_label}»`}),
     ` asks; the ${Sk} keys answer. All of this is one row of the head; the model computes `
     + `B×H×T = ${letter("B")}×${letter("H")}×${letter("T")} such rows at once, as matrices.`));
