@@ -103,7 +103,7 @@ class Explorer:
     def about(self) -> dict:
         """What the page needs before the first input: the run, its checkpoints, how to read it."""
         ins = self.example
-        view = ins.view if ins else ("tokens" if self.task.reads == "text" else "patches")
+        view = ins.view if ins else {"text": "tokens", "images": "patches"}.get(self.task.reads, "caption")
         latest = max(self.folders)
         example = None
         if ins is not None:

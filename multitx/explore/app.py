@@ -1,7 +1,9 @@
-"""The explorer's web app (Starlette, served by uvicorn): one page, its two static files, and a JSON API.
+"""The explorer's web app (Starlette, served by uvicorn): one page, its static files, and a JSON API.
 
     GET  /                  the page (static/index.html)
-    GET  /static/NAME       explorer.js, explorer.css: these names only, from this package
+    GET  /static/NAME       explorer.css and the page's scripts (explorer.js, update.js, model_view.js,
+                            head_view.js, neuron_view.js, save.js, start.js): the names in STATIC only,
+                            from this package
     GET  /api/run           the run: task, view, checkpoints, a first input from its own data
     POST /api/attention     {checkpoint, prompt | image[, words]} -> every layer's weights and the labels
     POST /api/neuron        {checkpoint, prompt | image[, words], layer, head, query} -> one query, step by step
@@ -32,8 +34,14 @@ from multitx.errors import UserError
 from multitx.explore.analysis import Explorer, Source
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")  # the names of this machine a browser uses
-STATIC = {"index.html": "text/html; charset=utf-8", "explorer.js": "text/javascript; charset=utf-8",
-          "explorer.css": "text/css; charset=utf-8"}  # every file the explorer serves, by name
+STATIC = {"index.html": "text/html; charset=utf-8", "explorer.css": "text/css; charset=utf-8",
+          "explorer.js": "text/javascript; charset=utf-8",
+          "update.js": "text/javascript; charset=utf-8",
+          "model_view.js": "text/javascript; charset=utf-8",
+          "head_view.js": "text/javascript; charset=utf-8",
+          "neuron_view.js": "text/javascript; charset=utf-8",
+          "save.js": "text/javascript; charset=utf-8",
+          "start.js": "text/javascript; charset=utf-8"}  # every file the explorer serves, by name
 
 
 class Refused(Exception):
