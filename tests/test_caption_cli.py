@@ -45,7 +45,7 @@ def test_training_writes_caption_metrics_and_the_vocabulary(trained_run):
 @pytest.fixture(scope="module")
 def picture(trained_run) -> Path:
     """A shapes image, enlarged to 40x40: the CLI resizes it back to the model's 16x16."""
-    images = np.load(next((trained_run.parent / "datasets" / "shapes" / "val").rglob("images.npy")))
+    images = np.load(next((trained_run.parent / "datasets" / "shapes" / "val").rglob("images-*.npy")))
     path = trained_run.parent / "picture.png"
     Image.fromarray(images[0].transpose(1, 2, 0)).resize((40, 40)).save(path)  # (3, H, W) -> (H, W, 3)
     return path

@@ -64,7 +64,7 @@ def test_shapes_are_deterministic_and_the_test_split_is_unseen():
 def test_shapes_split_is_generated_once_into_data_dir(tmp_path):
     data = OmegaConf.create({"name": "shapes", "num_train": 20, "num_val": 6, "num_test": 6, "seed": 0})
     first = load_split(data, "val", 24, tmp_path)
-    assert len(list((tmp_path / "shapes" / "val").rglob("images.npy"))) == 1
+    assert len(list((tmp_path / "shapes" / "val").rglob("images-*.npy"))) == 1  # one shard (data/images/shards.py)
     second = load_split(data, "val", 24, tmp_path)
     assert np.array_equal(first.images, second.images) and first.captions == second.captions
     assert first.images.shape == (6, 3, 24, 24)

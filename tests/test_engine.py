@@ -143,12 +143,15 @@ def test_vit_killed_mid_epoch_with_mixup_resumes_exactly(tmp_path):
     assert_same_training(tmp_path / "reference", tmp_path / "killed")
 
 
-def test_captioner_killed_mid_run_resumes_exactly(tmp_path):
-    """Word dropout, the shuffled image order and the choice of captions per image all draw random numbers."""
+@pytest.mark.parametrize("fusion", ["cross", "prefix"])
+def test_captioner_killed_mid_run_resumes_exactly(tmp_path, fusion):
+    """Word dropout, the shuffled image order and the choice of captions per image all draw random numbers;
+    with either way of joining image and text (model.fusion)."""
 
     def argv(folder: Path) -> list[str]:
         return tiny_caption_args(folder, "steps=16", "eval_every=6", "deterministic=true", "device=cpu",
-                                 "model.decoder.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner")
+                                 "model.decoder.dropout=0.1", "task._target_=tests.engine_helpers.KilledCaptioner",
+                                 f"model.fusion={fusion}")
 
     with trained_beside(*argv(tmp_path / "reference"), "+kill_at=0"):
         killed_then_resumed(argv(tmp_path / "killed"), kill_at=9)

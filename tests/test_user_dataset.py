@@ -65,5 +65,5 @@ def test_a_dataset_of_another_kind_is_refused_before_anything_is_read(tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "error: data=shakespeare holds text, and this task reads images: use data=cifar10, data=fashion_mnist, "
-        "data=imagefolder"]
+        "data=imagefolder, data=hf_images"]
     assert not (tmp_path / "r").exists()

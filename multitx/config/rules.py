@@ -1,4 +1,4 @@
-"""The rules that check one setting's value each: Whole, Number, Choice, Flag, Text, Names,
+"""The rules that check one setting's value each: Whole, Number, Choice, Choices, Flag, Text, Names,
 Numbers, Size, Workers, Folder, File, Resume, Which, Target.
 
     Whole(min=1).check("steps", 0)   raises UserError("steps must be at least 1, got 0")
@@ -127,6 +127,21 @@ class Choice(Rule):
 
     def describe(self) -> str:
         return "one of " + ", ".join(str(option) for option in self.options)
+
+
+@dataclass(frozen=True)
+class Choices(Rule):
+    """One of `options`, or a list of them, each once (fusions=[cross,prefix])."""
+    options: tuple = ()
+
+    def accepts(self, value) -> bool:
+        values = [value] if isinstance(value, str) else list(value) if isinstance(value, (Sequence, ListConfig)) \
+            else []
+        return bool(values) and all(isinstance(v, str) and v in self.options for v in values) \
+            and len(set(values)) == len(values)
+
+    def describe(self) -> str:
+        return f"one of {', '.join(map(str, self.options))} or a list of them, each once"
 
 
 @dataclass(frozen=True)

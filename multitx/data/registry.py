@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from multitx.config.compose import store_node
-from multitx.config.rules import POSITIVE, File, Names, Number, Numbers, Text, Whole, Workers
+from multitx.config.rules import POSITIVE, Choice, File, Names, Number, Numbers, Text, Whole, Workers
 from multitx.config.settings import defaults_of, setting
 from multitx.errors import UserError
 from multitx.registry import Registry
@@ -102,6 +102,16 @@ class HeldOut:
     val_fraction: float = setting(0.1, Number(min=0, max=1, open="both"),
                                   "of the training items, held out to choose the best checkpoint on")
     split_seed: int = setting(0, Whole(min=0), "which ones: the same seed holds out the same items")
+
+
+@dataclass
+class ShardCached:
+    """Images decoded from files once, into uint8 shards under DATA_DIR that later runs memory-map
+    (data/images/shards.py), or decoded each time they are drawn."""
+
+    cache: str = setting("auto", Choice(options=("auto", "shards", "lazy")),
+                         "shards: decoded once into DATA_DIR, then memory-mapped; lazy: decoded when drawn, nothing "
+                         "written; auto: shards if they fit in 90% of the free disk, else lazy")
 
 
 @dataclass

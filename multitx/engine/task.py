@@ -65,7 +65,10 @@ class Inspection:
     image: np.ndarray | None = None  # (H, W, C) uint8: the picture the model saw
     grid: tuple[int, int] | None = None  # patch rows and columns
     prefix: int = 0  # tokens before the patch grid (CLS)
-    shown_words: list[str] = field(default_factory=list)  # captioner: the words whose cross-attention is drawn
+    shown_words: list[str] = field(default_factory=list)  # captioner: the words whose attention to the image is drawn
+    # A captioner with prefix fusion: the grid (h, w) of the image tokens its decoder reads before the words
+    # (the patch grid after the pixel shuffle; no CLS); None: the decoder cross-attends to the encoder's tokens.
+    fused_grid: tuple[int, int] | None = None
     prompt: str = ""  # text models: the text read, before anything the model wrote
     task: str = ""  # the run's task.name, filled in by multitx.inspect
 

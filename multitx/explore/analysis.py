@@ -25,7 +25,7 @@ from multitx.data.images.images import EncodedImage
 from multitx.engine import checkpoint as checkpoints
 from multitx.engine.task import Inspection
 from multitx.errors import UserError
-from multitx.inspect.maps import rollout
+from multitx.inspect.maps import image_token_labels, rollout
 from multitx.inspect.shape_trace import shape_trace
 from multitx.loading import Loaded, load, locate, task_class
 from multitx.nn.trace import AttentionRecord
@@ -128,12 +128,14 @@ class Explorer:
                   "labels": self.labels(ins, shown), "shapes": shape_trace(ins),
                   "layers": [{"index": i, "name": r.name, "trunk": r.name.split(".")[0], "kind": r.kind,
                               "layer": r.layer, "heads": w.shape[0], "queries": w.shape[1], "keys": w.shape[2],
-                              "dh": r.q.shape[-1], **self.label_names(ins.view, r), "weights": packed(w)}
+                              "dh": r.q.shape[-1], **self.label_names(ins, r), "weights": packed(w)}
                              for i, (r, w) in enumerate(records)]}
         if ins.view == "tokens" and getattr(self.task, "writes", False) and ins.trace.logits is not None:
             answer["next"] = self.candidates(name, ins.trace.logits[0, -1])
         if ins.image is not None:
             answer |= {"image": data_url(ins.image), "grid": list(ins.grid), "prefix": ins.prefix}
+        if ins.fused_grid is not None:  # prefix fusion: the decoder's image tokens lie on this grid
+            answer["fused_grid"] = list(ins.fused_grid)
         if ins.view == "patches":
             probs = ins.trace.logits[0].float().softmax(-1)  # (classes,)
             top = probs.topk(min(TOP, len(probs)))
@@ -151,13 +153,16 @@ class Explorer:
     def records(ins: Inspection, words: int | None) -> tuple[list[tuple[AttentionRecord, torch.Tensor]], int]:
         """(record, its (H, T, S) weights) for every attention layer, and how many written words are shown.
         The captioner's decoder is causal and each word's cross-attention its own, so the first `words`
-        queries of the traced caption are exactly what generation computed when it wrote those words."""
+        queries of the traced caption are exactly what generation computed when it wrote those words.
+        With prefix fusion the decoder's self-attention is the one map of the image's N tokens and the
+        words: its first N + `words` queries and keys (T = S = N + words)."""
         shown = len(ins.shown_words) if words is None else max(1, min(int(words), len(ins.shown_words)))
+        image = 0 if ins.fused_grid is None else ins.fused_grid[0] * ins.fused_grid[1]  # N
         out = []
         for r in ins.trace.attention:
             w = r.weights[0]  # (H, T, S)
             if ins.shown_words and r.name.startswith("decoder"):
-                w = w[:, :shown, :shown] if r.kind == "self" else w[:, :shown]
+                w = w[:, :image + shown, :image + shown] if r.kind == "self" else w[:, :shown]
             out.append((r, w))
         return out, shown
 
@@ -168,15 +173,21 @@ class Explorer:
         patches = patch_labels(ins.prefix, ins.grid)
         if ins.view == "patches":
             return {"patches": patches}
-        return {"patches": patches, "reads": ins.keys[:shown], "writes": ins.tokens[:shown]}
+        labels = {"patches": patches, "reads": ins.keys[:shown], "writes": ins.tokens[:shown]}
+        if ins.fused_grid is not None:  # prefix fusion: the decoder's one map, the image's N tokens first
+            image = image_token_labels(ins.grid, ins.fused_grid)
+            labels |= {"prefix_reads": image + labels["reads"], "prefix_writes": image + labels["writes"]}
+        return labels
 
     @staticmethod
-    def label_names(view: str, r: AttentionRecord) -> dict[str, str]:
+    def label_names(ins: Inspection, r: AttentionRecord) -> dict[str, str]:
         """Which list of labels names a layer's queries and keys."""
-        if view == "tokens":
+        if ins.view == "tokens":
             return {"query_labels": "tokens", "key_labels": "tokens"}
-        if view == "patches" or not r.name.startswith("decoder"):
+        if ins.view == "patches" or not r.name.startswith("decoder"):
             return {"query_labels": "patches", "key_labels": "patches"}
+        if ins.fused_grid is not None:  # prefix fusion: queries and keys are the image's tokens, then the words
+            return {"query_labels": "prefix_writes", "key_labels": "prefix_reads"}
         return {"query_labels": "writes", "key_labels": "reads" if r.kind == "self" else "patches"}
 
     def candidates(self, name: str, logits: torch.Tensor) -> list[dict]:
@@ -205,7 +216,7 @@ class Explorer:
             scores = products.sum(-1)  # (S,)
             scale = q.shape[-1] ** -0.5
             allowed = record.allowed[query, :keys] if record.allowed is not None else torch.ones(keys, dtype=torch.bool)
-            names = self.label_names(ins.view, record)
+            names = self.label_names(ins, record)
             labels = self.labels(ins, shown)
             return {"layer": layer, "name": record.name, "kind": record.kind, "head": head, "query": query,
                     "query_label": labels[names["query_labels"]][query],

@@ -9,6 +9,8 @@ the run's own validation data), traces every attention layer, and writes to out=
   *.png         the attention maps: per layer and head for the char LM; CLS over
                 the patches and the rollout for a ViT; for each word of a caption,
                 where it looked in the image, beside the decoder's self-attention
+                (with model.fusion=prefix one self-attention over the image's tokens
+                and the words: its image part over the picture, its words part beside)
   index.html    all of it on one page, with layer, head and word selectors
 """
 
@@ -87,6 +89,8 @@ def vit_galleries(ins: Inspection, files: dict) -> tuple[list[Gallery], list]:
 
 
 def caption_galleries(ins: Inspection, files: dict) -> list[Gallery]:
+    if ins.fused_grid is not None:
+        return prefix_caption_galleries(ins, files)
     cross = ins.trace.layers("cross")
     decoder_self = [r for r in ins.trace.layers("self") if r.name.startswith("decoder")]
     words = [f"{i}: {w}" for i, w in enumerate(ins.shown_words)]
@@ -96,12 +100,36 @@ def caption_galleries(ins: Inspection, files: dict) -> list[Gallery]:
                            "its self-attention over the words before it (same layer).")
     for c, s in zip(cross, decoder_self, strict=True):
         for i, word in enumerate(ins.shown_words):
-            name = f"word_{i:02d}_{re.sub(r'[^A-Za-z0-9]+', '', word) or 'token'}_L{c.layer}.png"
+            name = word_file(i, word, c.layer)
             files[name] = png(maps.word_maps(c, s, i, ins.image, ins.prefix, ins.grid, ins.keys, word))
             by_word.pictures[by_word.key(words[i], c.layer)] = files[name]
     words_self = self_attention_gallery(decoder_self, ins.tokens, ins.keys, "Decoder self-attention over the words",
                                         files, "self")
     return [by_word, words_self]
+
+
+def word_file(i: int, word: str, layer: int) -> str:
+    return f"word_{i:02d}_{re.sub(r'[^A-Za-z0-9]+', '', word) or 'token'}_L{layer}.png"
+
+
+def prefix_caption_galleries(ins: Inspection, files: dict) -> list[Gallery]:
+    """Prefix fusion: the decoder's one self-attention, whose keys are the image's N tokens, then the words."""
+    decoder_self = [r for r in ins.trace.layers("self") if r.name.startswith("decoder")]
+    words = [f"{i}: {w}" for i, w in enumerate(ins.shown_words)]
+    by_word = Gallery("Where each written word looked: the image's tokens and the words before it",
+                      [("word", words), ("layer", [str(r.layer) for r in decoder_self])],
+                      note="One self-attention row of the query that wrote the word, summing to 1 over the "
+                           "image's tokens (laid over the picture) and the words before it (the bars).")
+    for r in decoder_self:
+        for i, word in enumerate(ins.shown_words):
+            name = word_file(i, word, r.layer)
+            files[name] = png(maps.prefix_word_maps(r, i, ins.image, ins.fused_grid, ins.keys, word))
+            by_word.pictures[by_word.key(words[i], r.layer)] = files[name]
+    image = maps.image_token_labels(ins.grid, ins.fused_grid)
+    one_map = self_attention_gallery(decoder_self, image + ins.tokens, image + ins.keys,
+                                     "The decoder's one self-attention: the image's tokens, then the words",
+                                     files, "self")
+    return [by_word, one_map]
 
 
 def write(ins: Inspection, out: Path, run_dir: Path) -> list[str]:

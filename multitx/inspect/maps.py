@@ -4,7 +4,8 @@
   ViT:        a head's CLS-to-patch attention laid over the image; attention rollout
   captioner:  for one written word, its cross-attention over the patches laid over
               the image (mean over heads, then each head), beside its self-attention
-              over the words before it
+              over the words before it; with prefix fusion both are parts of one
+              self-attention row: the image tokens' part over the image, the words' beside
 Token labels are drawn with fonts.label_fonts(), so they show in any script.
 """
 
@@ -59,6 +60,16 @@ def overlay(ax, image: np.ndarray, attention: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
+def image_token_labels(grid: tuple[int, int], fused: tuple[int, int]) -> list[str]:
+    """The image tokens a prefix-fusion decoder reads (a fused h x w grid, row by row): "patch (r,c)" when each
+    is one patch of `grid`, "patches (r0-r1,c0-c1)" when the pixel shuffle merged an s x s block into each."""
+    s = grid[0] // fused[0]
+    if s == 1:
+        return [f"patch ({r},{c})" for r in range(fused[0]) for c in range(fused[1])]
+    return [f"patches ({r * s}-{r * s + s - 1},{c * s}-{c * s + s - 1})" for r in range(fused[0])
+            for c in range(fused[1])]
+
+
 def patch_attention(weights: torch.Tensor, query: int, prefix: int, grid: tuple[int, int]) -> np.ndarray:
     """(H, T, S) weights -> (H, h, w): what query `query` gives each patch, laid out as the grid."""
     return weights[:, query, prefix:].reshape(-1, *grid).cpu().numpy()
@@ -102,24 +113,48 @@ def rollout_figure(records: list[AttentionRecord], image: np.ndarray, prefix: in
     return fig
 
 
-@labelled
 def word_maps(cross: AttentionRecord, self_attention: AttentionRecord, position: int, image: np.ndarray,
               prefix: int, grid, reads: list[str], word: str) -> Figure:
-    """The word written at `position`: where it looked in the image (mean over heads, each head),
-    and how it weighed the words before it (self-attention, mean over heads)."""
+    """The word written at `position`: where it looked in the image (cross-attention, mean over heads, each
+    head), and how it weighed the words before it (self-attention, mean over heads)."""
     maps = patch_attention(cross.weights[0], position, prefix, grid)  # (H, h, w)
+    before = self_attention.weights[0, :, position, : position + 1].mean(0).cpu().numpy()  # (position + 1,)
+    return word_figure(maps, before, image, reads[: position + 1], f"“{word}”: mean over heads",
+                       "self-attention over the words",
+                       f"writing “{word}”: {cross.name} (cross) and {self_attention.name} (self)")
+
+
+def prefix_word_maps(record: AttentionRecord, position: int, image: np.ndarray, grid, reads: list[str],
+                     word: str) -> Figure:
+    """Prefix fusion: the word written at `position` is query N + position of the decoder's one self-attention,
+    whose keys are the image's N tokens (an h x w grid) and then the words. One row, summing to 1: its image
+    part laid over the picture (mean over heads, each head), its words part beside, and the share of each."""
+    n = grid[0] * grid[1]
+    row = record.weights[0, :, n + position]  # (H, S): S = N + words
+    maps = row[:, :n].reshape(-1, *grid).cpu().numpy()  # (H, h, w)
+    before = row[:, n : n + position + 1].mean(0).cpu().numpy()  # (position + 1,)
+    on_image = float(row[:, :n].sum(-1).mean())
+    return word_figure(maps, before, image, reads[: position + 1], f"“{word}”: mean over heads",
+                       "self-attention over the words",
+                       f"writing “{word}”: {record.name}, one self-attention: {on_image:.0%} on the image's {n} "
+                       f"tokens, {1 - on_image:.0%} on the words")
+
+
+@labelled
+def word_figure(maps: np.ndarray, before: np.ndarray, image: np.ndarray, reads: list[str], mean_title: str,
+                words_title: str, title: str) -> Figure:
+    """maps (H, h, w) over the image (their mean, then each head) and before (n,) as bars beside, one per word."""
     heads = len(maps)
     fig = Figure(figsize=(2.3 * (heads + 2), 2.9))
-    overlay(fig.add_subplot(1, heads + 2, 1), image, maps.mean(0), f"“{word}”: mean over heads")
+    overlay(fig.add_subplot(1, heads + 2, 1), image, maps.mean(0), mean_title)
     for h in range(heads):
         overlay(fig.add_subplot(1, heads + 2, h + 2), image, maps[h], f"head {h}")
     ax = fig.add_subplot(1, heads + 2, heads + 2)
-    before = self_attention.weights[0, :, position, : position + 1].mean(0).cpu().numpy()  # (position + 1,)
-    ax.barh(range(position + 1), before, color="tab:blue")
-    ax.set_yticks(range(position + 1), reads[: position + 1], fontsize=7)
+    ax.barh(range(len(before)), before, color="tab:blue")
+    ax.set_yticks(range(len(before)), reads, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_title("self-attention over the words", fontsize=8)
-    fig.suptitle(f"writing “{word}”: {cross.name} (cross) and {self_attention.name} (self)", fontsize=9)
+    ax.set_title(words_title, fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -4,9 +4,12 @@
     Q = x·Wq, split into heads    (B, H, T, Dh)  = (1, 4, 41, 32)
     ...
 
-One layer in full (the first self-attention, and the first cross-attention when
-there is one), then one line for every attention layer, then the head.
+One layer in full (the first self-attention, the decoder's in a captioner, and the
+first cross-attention when there is one), then one line for every attention layer,
+then the head.
 """
+
+import torch
 
 from multitx.engine.task import Inspection
 from multitx.nn.trace import AttentionRecord
@@ -17,6 +20,24 @@ LETTERS = ("B batch, T tokens that ask (queries), S tokens that answer (keys and
 
 def shape(t) -> str:
     return "(" + ", ".join(str(n) for n in t.shape) + ")"
+
+
+def mask_note(record: AttentionRecord) -> str:
+    """What the mask of a self-attention layer lets through, read from the trace's `allowed` (T, S) and weights:
+    causal, or a prefix-LM mask (the first p tokens see each other; every later one sees them and the tokens before
+    it)."""
+    t, s = record.weights.shape[-2:]
+    if record.kind != "self" or t != s or t < 2:
+        return ""
+    allowed = record.allowed
+    if allowed is not None:
+        tril = torch.ones(t, s, dtype=torch.bool, device=allowed.device).tril()
+        p = int(allowed[0].sum())  # the keys the first query sees: the prefix
+        if p > 1 and torch.equal(allowed, tril | (torch.arange(s, device=allowed.device) < p)[None, :]):
+            return f", prefix-LM mask: the first {p} see each other, then causal"
+    if bool((record.weights[0, 0].triu(1) == 0).all()):
+        return ", causal mask: no later token"
+    return ""
 
 
 def stages(record: AttentionRecord) -> list[tuple[str, str, str]]:
@@ -33,10 +54,7 @@ def stages(record: AttentionRecord) -> list[tuple[str, str, str]]:
         (f"K = ·Wk from {source}: what each token offers", "(B, H, S, Dh)", shape(record.k)),
         (f"V = ·Wv from {source}: what each token passes on", "(B, H, S, Dh)", shape(record.v)),
         ("scores = Q·Kᵀ / √Dh: every query meets every key", "(B, H, T, S)", f"({b}, {h}, {t}, {s})"),
-        ("weights = softmax(scores) over the keys" + (", causal mask: no later token"
-                                                      if record.kind == "self" and t == s and t > 1 and
-                                                      bool((record.weights[0, 0].triu(1) == 0).all()) else ""),
-         "(B, H, T, S)", shape(record.weights)),
+        ("weights = softmax(scores) over the keys" + mask_note(record), "(B, H, T, S)", shape(record.weights)),
         ("weighted values = weights·V: each query's mix", "(B, H, T, Dh)", shape(record.mixed)),
         ("heads joined side by side", "(B, T, D)", f"({b}, {t}, {d})"),
         ("output = joined·Wo", "(B, T, D)", shape(record.out)),
@@ -58,7 +76,7 @@ def shape_trace(inspection: Inspection) -> str:
     lines.append("")
     for kind in ("self", "cross"):
         records = trace.layers(kind)
-        if kind == "self" and trace.layers("cross"):  # an encoder-decoder: the decoder's self-attention
+        if kind == "self":  # a captioner: its decoder's self-attention, where the words are
             records = [r for r in records if r.name.startswith("decoder")] or records
         if records:
             first = records[0]

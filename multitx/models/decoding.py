@@ -1,10 +1,12 @@
 """Writing, one token at a time with a KV cache: sampling the next token (the char LM,
 `sample_next`), and greedy and beam search for captions.
 
-The image is encoded once. At the first step each cross-attention layer turns
-the memory into keys and values and keeps them in the cache; after that only
-the newest word passes through the decoder, reading its own earlier keys and
-values (and the image's) from the cache.
+The image is encoded once. At the first step the decoder reads the image into the
+cache: with cross-attention (model.fusion=cross) each cross-attention layer turns
+the memory into keys and values and keeps them; with prefix fusion the image's N
+tokens pass through the decoder's self-attention once, before <bos>, and fill the
+cache's first N positions. After that only the newest word passes through the
+decoder, reading its own earlier keys and values (and the image's) from the cache.
 """
 
 import os
@@ -104,8 +106,11 @@ def beam_search(model: Captioner, images: torch.Tensor, *, bos: int, eos: int, b
     """
     max_len = min(max_len or model.config.max_caption_len, model.config.max_caption_len)
     B, K = images.shape[0], beam
-    c = model.config  # per beam: its copy of the image's tokens, its KV cache, its scores over the vocabulary
-    per_beam = model.tokenizer.num_tokens * c.encoder.dim + 2 * c.decoder.layers * max_len * c.decoder.dim \
+    c = model.config
+    # Per beam: its copy of the image's tokens, its KV cache (the image's N positions first, with prefix
+    # fusion) and its scores over the vocabulary.
+    cached = model.image_prefix + max_len
+    per_beam = model.tokenizer.num_tokens * c.encoder.dim + 2 * c.decoder.layers * cached * c.decoder.dim \
         + 2 * c.vocab_size
     refuse_beyond_memory(4 * B * K * per_beam, f"beam={beam}", images.device)
     memory = model.encode(images).repeat_interleave(K, dim=0)  # (B*K, N, D): each image once per beam

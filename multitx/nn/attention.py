@@ -99,6 +99,7 @@ class Attention(nn.Module):
         cache: LayerCache | None = None,
         queries: int | None = None,
         value_embed: torch.Tensor | None = None,
+        bidirectional_prefix: int = 0,
     ) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D), or (B, queries, D) with `queries`: only the first
         tokens ask (their outputs alone are computed), every token still answers.
@@ -108,6 +109,8 @@ class Attention(nn.Module):
         cache: keys/values of earlier positions (self-attention) or of the
             memory (cross-attention); appended to / filled in place.
         value_embed: (B, T, D) added to the values (self-attention): value embeddings of the tokens.
+        bidirectional_prefix: with causal, the first this many positions see each other both ways
+            (a prefix-LM mask: a captioner's image tokens before its words).
         """
         start = 0
         if self.reads_memory:
@@ -135,7 +138,7 @@ class Attention(nn.Module):
                 k, v = cache.append(k, v)  # (B, H, start + T, Dh): all positions so far
             q = q[:, :, :queries]  # (B, H, queries, Dh); all T when queries is None
 
-        allowed = self.allowed(q.shape[2], k.shape[2], start, causal, key_mask, q.device)
+        allowed = self.allowed(q.shape[2], k.shape[2], start, causal, key_mask, q.device, bidirectional_prefix)
         out = self.attend(q, k, v, allowed, causal, self.dropout if self.training else 0.0)  # (B, H, T, Dh)
         out = rearrange(out, "b h t d -> b t (h d)")  # heads side by side again: (B, T, D)
         return self.proj_dropout(self.proj(out))
@@ -147,14 +150,17 @@ class Attention(nn.Module):
         return k if self.k_norm is None else self.k_norm(k)
 
     @staticmethod
-    def allowed(t: int, s: int, start: int, causal: bool, key_mask, device) -> torch.Tensor | None:
+    def allowed(t: int, s: int, start: int, causal: bool, key_mask, device,
+                bidirectional_prefix: int = 0) -> torch.Tensor | None:
         """Boolean (B|1, 1, T, S) mask of which key each query may see, or None for
-        "all" / "plain causal" (which SDPA handles itself, fastest)."""
+        "all" / "plain causal" (which SDPA handles itself, fastest). bidirectional_prefix (causal only):
+        keys 0 .. prefix - 1 are seen by every query, so the prefix's own tokens see each other both ways."""
         mask = None
-        if causal and (start > 0 or key_mask is not None or t != s):
-            # Query i sits at absolute position start + i and sees keys 0 .. start + i.
+        if causal and (start > 0 or key_mask is not None or t != s or bidirectional_prefix > 0):
+            # Query i sits at absolute position start + i and sees keys 0 .. start + i (and the whole prefix).
             query_pos = torch.arange(start, start + t, device=device)[:, None]
-            mask = (torch.arange(s, device=device)[None, :] <= query_pos)[None, None]  # (1, 1, T, S)
+            keys = torch.arange(s, device=device)[None, :]
+            mask = ((keys <= query_pos) | (keys < bidirectional_prefix))[None, None]  # (1, 1, T, S)
         if key_mask is not None:
             keys = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
             mask = keys if mask is None else mask & keys

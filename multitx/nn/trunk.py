@@ -142,14 +142,15 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x, *, memory=None, causal=False, mask=None, memory_mask=None, rotary=None, cache=None,
-                queries=None, value_embed=None):
+                queries=None, value_embed=None, bidirectional_prefix=0):
         """x: (B, T, D) -> (B, T, D); with `queries`, the first `queries` tokens alone come out,
         (B, queries, D), having attended to all T (a classifier that reads only CLS needs no more).
-        value_embed: (B, T, D) added to this block's attention values (a language model's value embeddings)."""
+        value_embed: (B, T, D) added to this block's attention values (a language model's value embeddings).
+        bidirectional_prefix: causal, except that the first this many positions see each other both ways."""
         if queries is not None and self.cross is not None:
             raise ValueError("queries= is for encoder blocks, which have no cross-attention")
         attended = self.attn(self.norm_attn(x), causal=causal, key_mask=mask, rotary=rotary, cache=cache,
-                             queries=queries, value_embed=value_embed)
+                             queries=queries, value_embed=value_embed, bidirectional_prefix=bidirectional_prefix)
         x = x[:, :queries] + self.drop_path(attended)
         if self.cross is not None:
             x = x + self.drop_path(self.cross(self.norm_cross(x), memory, key_mask=memory_mask, cache=cache))
@@ -190,7 +191,8 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                queries: int | None = None, value_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
+                queries: int | None = None, value_embeds: list[torch.Tensor] | None = None,
+                bidirectional_prefix: int = 0) -> torch.Tensor:
         """x: (B, T, D) tokens -> (B, T, D) tokens that have attended to each other.
 
         memory: (B, S, D) tokens to cross-attend to; mask: (B, T) and
@@ -200,13 +202,17 @@ class Trunk(nn.Module):
         needs all tokens, since they are the last block's keys and values. A ViT
         that reads only its CLS token asks for queries=1.
         value_embeds: one (B, T, D) tensor per block, added to that block's attention values.
+        bidirectional_prefix: in a causal trunk, the first this many positions (counted from the start of
+        the sequence, cached ones included) see each other both ways, and every later token sees all of
+        them: a prefix-LM mask (a prefix-fusion captioner's image tokens, then its words).
         """
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask,
                       rotary=self.rotary, cache=None if cache is None else cache.layers[i],
                       queries=queries if i == last else None,
-                      value_embed=None if value_embeds is None else value_embeds[i])
+                      value_embed=None if value_embeds is None else value_embeds[i],
+                      bidirectional_prefix=bidirectional_prefix)
         return self.norm_out(x)
 
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:

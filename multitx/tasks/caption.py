@@ -1,4 +1,5 @@
-"""task=caption: an image encoder and a text decoder that cross-attends to it.
+"""task=caption: an image encoder and a text decoder that reads it (model.fusion: cross-attention, or the
+image's tokens before the words in one causal trunk).
 
 Training is teacher forcing: each batch holds `batch_size` images with
 `captions_per_image` of their captions; the encoder runs once per image, and
@@ -200,7 +201,8 @@ class CaptionTask(Task):
     @classmethod
     def inspect(cls, run, *, prompt: str | None, image: str | None, new_tokens: int, device) -> Inspection:
         """The model captioning `image` (or the first validation image of the run), then reading its own caption
-        again, teacher-forced, under the trace: query j writes word j + 1."""
+        again, teacher-forced, under the trace: query j writes word j + 1 (with prefix fusion, the decoder's
+        query N + j, after the image's N tokens)."""
         if prompt is not None:
             raise UserError(f"prompt= is for charlm runs; a {run.task} run takes image=PATH")
         model, vocab, cfg = run.model, run.vocab, run.config
@@ -220,9 +222,10 @@ class CaptionTask(Task):
         reads = ["<bos>"] + [vocab.vocab[i] for i in words]  # what the decoder reads
         writes = [vocab.vocab[i] for i in words] + ["<eos>"]  # what each position writes
         tok = model.tokenizer
+        fused = model.projector.grid if getattr(model, "prefix_fusion", False) else None  # prefix: (h/s, w/s)
         return Inspection("caption", run.checkpoint, source, writes, reads, vocab.decode(words), recorded, model,
                           image=pixels.permute(1, 2, 0).numpy(), grid=tok.grid, prefix=tok.num_prefix_tokens,
-                          shown_words=writes)
+                          shown_words=writes, fused_grid=fused)
 
 
 def subset(split: CaptionSplit, indices) -> CaptionSplit:

@@ -5,6 +5,7 @@ import torch
 
 from multitx.data.captions.datasets import CaptionSplit
 from multitx.data.captions.vocab import WordVocab
+from multitx.data.images.rows import gather
 from multitx.data.sampler import BatchSampler, seeded
 from multitx.errors import UserError
 
@@ -62,7 +63,7 @@ class CaptionBatches:
         rows = self.pick(images, self.sampler.share(keys).numpy())  # (B, R) caption rows
         ids = self.ids[rows]  # (B, R, max_len)
         longest = int((ids != self.pad_id).sum(axis=-1).max())
-        return {"images": self.split.images[batch.indices], "ids": torch.from_numpy(ids[..., :longest].copy())}
+        return {"images": gather(self.split.images, batch.indices), "ids": torch.from_numpy(ids[..., :longest].copy())}
 
     def pick(self, images: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """R caption rows for each image (B,): its captions in the order of their keys (B, K), cycling

@@ -1,4 +1,5 @@
-"""Endless, shuffled, augmented, resumable batches of an in-memory image set.
+"""Endless, shuffled, augmented, resumable batches of an image set: a tensor in memory, or an ImageRows
+read from memory-mapped shards or decoded when drawn (data/images/rows.py, shards.py).
 
 Which images go in which batch is the BatchSampler's (data/sampler.py): epoch
 permutations, every process drawing the same global batch and keeping its
@@ -7,7 +8,8 @@ process augments its share with the torch RNG seeded from (the batch's seed,
 rank), so the augmented pixels too are the same on every resume, however many
 workers make them. Batches are made by a torch DataLoader (workers > 0: in
 parallel, ahead of time), pinned when they go to a GPU, and copied with
-non_blocking=True by the engine.
+non_blocking=True by the engine. The images of a batch are read (from the
+shards, or decoded: data.cache=lazy) where the batch is made: in the workers.
 """
 
 import copy
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from multitx.data.images.datasets import ImageSet
+from multitx.data.images.rows import gather
 from multitx.data.sampler import Batch, BatchSampler, derive_seed
 from multitx.errors import UserError
 
@@ -30,7 +33,7 @@ class BatchMaker(Dataset):
         self.images, self.labels, self.transform, self.rank = data.images, data.labels, transform, rank
 
     def __getitem__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images[batch.indices]  # (B, C, H, W) uint8
+        images = gather(self.images, batch.indices)  # (B, C, H, W) uint8
         if self.transform is not None:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # per-image ops are tiny: threads would only wait on each other

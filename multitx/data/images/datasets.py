@@ -1,4 +1,4 @@
-"""Labelled image datasets for the ViT, decoded once into ImageSets: (N, C, H, W) uint8 in memory.
+"""Labelled image datasets for the ViT, as ImageSets: (N, C, H, W) uint8.
 
 Sources (`data.name`):
   cifar10        CIFAR-10 (32x32 RGB, 50k/10k): DATA_DIR/cifar-10-batches-py, extracted from
@@ -6,6 +6,11 @@ Sources (`data.name`):
   fashion_mnist  Fashion-MNIST (28x28 grey, 60k/10k): the four IDX .gz files, from data.root,
                  DATA_DIR/FashionMNIST/raw, Debian's /usr/share/datasets/fashion-mnist, or downloaded
   imagefolder    your own: data.root=DIR with DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/...
+  hf_images      a Hugging Face datasets folder (save_to_disk, or parquet files): data/images/hf_folder.py
+
+CIFAR-10 and Fashion-MNIST are arrays already, read into memory. An image folder and a datasets
+folder are decoded once into the shard cache under DATA_DIR and memory-mapped from it, or decoded
+when drawn (data.cache, data/images/shards.py): their images need not fit in memory.
 
 Every set is fitted to the model's image size by the one rule of data/images/images.py
 (scale to cover, centre-crop).
@@ -20,10 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from multitx.config.rules import POSITIVE, Choice, Flag, Folder, Numbers
+from multitx.config.rules import POSITIVE, Choice, Flag, Folder, Numbers, Text
 from multitx.config.settings import setting
-from multitx.data.images.images import Images, read_images, short
-from multitx.data.registry import ImageData, dataset, register_dataset
+from multitx.data.images.hf_folder import (
+    HFFolder,
+    HFImages,
+    check_settings,
+    check_splits,
+    labels_of,
+    need_column,
+    open_split,
+    val_split_of,
+)
+from multitx.data.images.images import Images, hw, read_images, short
+from multitx.data.images.shards import cached_images
+from multitx.data.images.sources import ImageFiles
+from multitx.data.registry import ImageData, ShardCached, dataset, register_dataset
 from multitx.errors import UserError
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -42,7 +59,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 @dataclass
 class ImageSet(Images):
-    """Images (N, C, H, W) uint8 with a class label each."""
+    """Images (N, C, H, W) uint8 with a class label each: a tensor in memory, or an ImageRows (data/images/rows.py)
+    read from the shard cache or decoded when used."""
 
     labels: torch.Tensor  # (N,) int64
     classes: list[str]
@@ -198,9 +216,12 @@ def load_fashion_mnist(root: Path | None, data_dir: Path, download: bool = True)
 
 # -------------------------------------------------------------------------------------------- imagefolder
 
-def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None = None) -> tuple[ImageSet, ImageSet]:
-    """root/train/CLASS/* and root/val/CLASS/* (or root/test/...), decoded once. Every image is
-    scaled and centre-cropped to `size` (H, W), or must share the first image's size when None."""
+def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None = None, data_dir: Path | None = None,
+                     cache: str = "auto") -> tuple[ImageSet, ImageSet]:
+    """root/train/CLASS/* and root/val/CLASS/* (or root/test/...). Every image is scaled and centre-cropped
+    to `size` (H, W), or must share the first image's size when None. With data_dir (and a size), through
+    the shard cache under DATA_DIR/imagefolder (data/images/shards.py; `cache`: auto, shards or lazy);
+    without, decoded into memory."""
     if not root:
         raise UserError("data=imagefolder needs a folder: add data.root=DIR (with DIR/train/CLASS/*.png and "
                         "DIR/val/CLASS/*.png)")
@@ -223,17 +244,43 @@ def load_imagefolder(root: Path, channels: int = 3, size: tuple[int, int] | None
     def split(folder: Path) -> ImageSet:
         files, labels = [], []
         for label, name in enumerate(classes):
-            found = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(str(p) for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if folder == train_dir and not found:
                 raise UserError(f"{folder / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files += found
             labels += [label] * len(found)
         if not files:
             raise UserError(f"{folder} holds no images")
-        images = read_images(files, size, channels)  # (N, C, H, W)
+        if data_dir is None or size is None:
+            images = read_images([Path(f) for f in files], size, channels)  # (N, C, H, W) in memory
+        else:
+            source = ImageFiles(files, f"data.root={root} ({folder.name})", str(folder.resolve()),
+                                "the folder changed while it was read; run again")
+            images = cached_images(source, hw(size), channels, Path(data_dir) / "imagefolder", folder.name, cache)
         return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes)
 
     return split(train_dir), split(val_dir)
+
+
+# ------------------------------------------------------------------------------------------------- hf_images
+
+def load_hf_images(data, data_dir: Path, size: tuple[int, int]) -> tuple[ImageSet, ImageSet]:
+    """(train, test) of a Hugging Face datasets folder: data.train_split, and data.val_split (or validation,
+    or test); images from data.image_column, class labels from data.label_column (data/images/hf_folder.py)."""
+    root = Path(str(data.root)).expanduser()
+    check_splits(root, data)
+    channels, cache = int(data.get("channels", 3)), str(data.get("cache", "auto"))
+    classes = None
+    out = []
+    for split in (str(data.train_split), val_split_of(root, data)):
+        table = open_split(root, split, "hf_images")
+        need_column(table, str(data.image_column), "data.image_column")
+        need_column(table, str(data.label_column), "data.label_column")
+        labels, classes = labels_of(table, str(data.label_column), classes)
+        source = HFImages(table, str(data.image_column), [str(root.resolve()), split, str(data.image_column), None])
+        images = cached_images(source, hw(size), channels, Path(data_dir) / "hf", split, cache)  # as hf_captions
+        out.append(ImageSet(images, labels, classes))
+    return out[0], out[1]
 
 
 # ---------------------------------------------------------------------------------------------- registered
@@ -274,16 +321,22 @@ class FashionMNIST(ImageData):
         return load_fashion_mnist(data.get("root"), Path(data_dir), data.get("download", True))
 
 
+@dataclass
+class DecodedImages(ShardCached, ImageData):
+    """Labelled images decoded from files (or bytes), grey or RGB, cached as shards (data/images/shards.py)."""
+
+    channels: int = setting(3, Choice(options=(1, 3)), "3: RGB, 1: grey")
+
+
 @register_dataset("imagefolder")
 @dataclass
-class ImageFolder(ImageData):
+class ImageFolder(DecodedImages):
     """Your own images: data.root=DIR with DIR/train/CLASS/*.png|jpg and DIR/val/CLASS/... (or DIR/test/...).
-    Decoded once, scaled and centre-cropped to model.image_size; a file that cannot be decoded stops the
-    run and is named."""
+    Decoded once into the shard cache under DATA_DIR (data.cache), scaled and centre-cropped to model.image_size;
+    a file that cannot be decoded stops the run and is named."""
 
     root: str | None = setting(None, Folder(null=True, hint="data=imagefolder wants DIR/train/CLASS/*.png and "
                                                             "DIR/val/..."), "the folder of train/ and val/")
-    channels: int = setting(3, Choice(options=(1, 3)), "3: RGB, 1: grey")
 
     @classmethod
     def check(cls, data: dict) -> None:
@@ -292,7 +345,27 @@ class ImageFolder(ImageData):
 
     @classmethod
     def images(cls, data, data_dir, image_size):
-        return load_imagefolder(data.get("root"), data.get("channels", 3), image_size)
+        return load_imagefolder(data.get("root"), data.get("channels", 3), image_size, Path(data_dir),
+                                str(data.get("cache", "auto")))
+
+
+@register_dataset("hf_images")
+@dataclass
+class HFImagesData(HFFolder, DecodedImages):
+    """Labelled images in a Hugging Face datasets folder: data.root=DIR written by DatasetDict.save_to_disk, or a
+    folder of parquet files (the Hub's layout); the images of data.image_column, the classes of data.label_column
+    (a ClassLabel's names, or whole numbers, or text). Needs pip install 'multitx[hf]'."""
+
+    label_column: str = setting("label", Text(), "the column of class labels: a ClassLabel (its names are the "
+                                "classes), whole numbers or text")
+
+    @classmethod
+    def check(cls, data: dict) -> None:
+        check_settings(data)
+
+    @classmethod
+    def images(cls, data, data_dir, image_size):
+        return load_hf_images(data, Path(data_dir), image_size)
 
 
 def load_images(data, data_dir: Path, image_size: tuple[int, int]) -> tuple[ImageSet, ImageSet]:

@@ -5,7 +5,8 @@ images that are neither trained on nor the test split that results are reported 
 
 Stratified: each class gives max(1, round(fraction x its count)) of its images (one stays in
 training at least), chosen by a generator seeded with `seed`, so the same data and seed hold
-out the same images on every machine and every resume.
+out the same images on every machine and every resume. A set read from the shard cache (an
+ImageRows) is split into two views of it: no image is read or copied.
 """
 
 import torch

@@ -84,7 +84,7 @@ function setProps(node, props) {
 const fmt = (x) => (Number.isFinite(x) ? x.toFixed(3) : x > 0 ? "inf" : "-inf");
 const pct = (p) => `${(100 * p).toFixed(1)}%`;
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
-const short = (label) => String(label).replace(/^patch /, "");
+const short = (label) => String(label).replace(/^patch(es)? /, "");  // "patch (1,2)", "patches (0-1,2-3)" -> the place
 const maxAbs = (xs) => xs.reduce((m, x) => Math.max(m, Math.abs(x)), 1e-12);
 
 // A canvas of css size w x h, sharp on high-density screens; returns [canvas, context].
@@ -157,6 +157,18 @@ function meanRows(rows) {
 const queryLabels = (answer, layer) => answer.labels[layer.query_labels].slice(0, layer.queries);
 const keyLabels = (answer, layer) => answer.labels[layer.key_labels].slice(0, layer.keys);
 const overPicture = (answer, layer) => layer.key_labels === "patches" && Boolean(answer.image);
+// A prefix-fusion captioner's decoder self-attention: its keys (and queries) are the picture's N tokens, then
+// the words; the head view lays the image part over the picture, the model view draws the whole matrix.
+const fused = (answer, layer) => layer.key_labels === "prefix_reads" && Boolean(answer.fused_grid);
+// The patch grid a layer's image keys lie on: {grid: [rows, cols], prefix: tokens before it (CLS)}. A fused
+// layer's is the decoder's (after the pixel shuffle, no CLS); every other image layer's is the encoder's.
+function layoutOf(answer, layer) {
+  return layer && fused(answer, layer) ? {grid: answer.fused_grid, prefix: 0} : {grid: answer.grid, prefix: answer.prefix};
+}
+// The query index of written word t: after the picture's N tokens in a fused layer, else t.
+function wordQuery(answer, layer, t) {
+  return fused(answer, layer) ? answer.fused_grid[0] * answer.fused_grid[1] + t : t;
+}
 // A layer as the learner reads it: "layer 2" in a one-trunk model; "decoder 0 cross" in an encoder-decoder,
 // whose layers are numbered within each trunk.
 function layerName(layer) {

@@ -1,5 +1,6 @@
 /* multitx explorer, the head view: the selected head as token lines and a heatmap (text) or the picture
-   with one query's weights over it (images); and the captioner's words, each one's look at the picture. */
+   with one query's weights over it (images; a prefix-fusion decoder's image part over the picture, its
+   words part beneath); and the captioner's words, each one's look at the picture. */
 "use strict";
 
 // ---------------------------------------------------------------- drawing: the head view
@@ -14,7 +15,7 @@ function drawHeadView() {
     h("div", {class: "head-title"},
       h("h2", {}, h("span", {class: "num", text: "3"}), `One head: ${layerName(layer)}, head ${head}`),
       h("span", {class: "sub", text: `${layerTitle(layer)} · H=${layer.heads} T=${layer.queries} S=${layer.keys} Dh=${layer.dh}`})));
-  if (overPicture(a, layer)) drawImageHead(section, a, layer, head);
+  if (overPicture(a, layer) || fused(a, layer)) drawImageHead(section, a, layer, head);
   else drawTextHead(section, a, layer, head);
 }
 
@@ -117,30 +118,49 @@ function heatmap(answer, layer, head, qs, ks, paint, room, title) {
 }
 
 // Images: the picture with one query's weights over it (hover a patch: where THAT patch looks; click:
-// the neuron view follows it), and beside it the CLS map of this head and the rollout.
+// the neuron view follows it), and beside it the CLS map of this head and the rollout. A fused layer (a
+// prefix-fusion decoder: keys are the picture's N tokens, then the words): its image part over the picture,
+// its words part as chips beneath, the written words as queries to choose.
 function drawImageHead(section, answer, layer, head) {
   const size = 300;
   const img = h("img", {class: "picture", src: answer.image, width: size, height: size, alt: "the model's input"});
   const [overlay, octx] = makeCanvas(size, size, "overlay");
   const caption = h("figcaption");
-  const imageQueries = layer.query_labels === "patches";
+  const joined = fused(answer, layer);
+  const layout = layoutOf(answer, layer);
+  const imageQueries = layer.query_labels === "patches" || joined;  // some queries are patches of the picture
   const qs = queryLabels(answer, layer);
-  const [rows, cols] = answer.grid;
+  const ks = keyLabels(answer, layer);
+  const [rows, cols] = layout.grid;
+  const patchEnd = layout.prefix + rows * cols;  // keys (and queries) before this index are CLS or patches
+  const wordsPart = h("div", {class: "chips words-part"});
 
-  // Draw where query `q` looks, over the picture.
+  // Draw where query `q` looks, over the picture (and, in a fused layer, over the words beneath it).
   function show(q, note) {
-    const [top, mean] = drawPatchMap(octx, size, size, answer, rowOf(layer, head, q), imageQueries ? q : null, false);
+    const row = rowOf(layer, head, q);
+    const isPatch = imageQueries && q >= layout.prefix && q < patchEnd;
+    const [top, mean] = drawPatchMap(octx, size, size, answer, row, isPatch ? q : null, false, layout);
     overlay.dataset.query = q;
+    const onImage = row.slice(0, patchEnd).reduce((sum, x) => sum + x, 0);
     caption.textContent = note || `Where query «${qs[q]}» looks (head ${head}): veiled where it hardly looks, `
       + `amber where it looks most; largest patch weight ${fmt(top)}, average ${fmt(mean)}. `
+      + (joined ? `${pct(onImage)} of its attention is on the picture, the rest on the words beneath. ` : "")
       + (imageQueries ? "Hover a patch to see where that patch looks; click it to follow it below." : "");
     chips.forEach((chip) => { chip.style.opacity = Number(chip.dataset.index) === q ? "1" : "0.6"; });
+    if (joined) {
+      wordsPart.replaceChildren(h("span", {class: "axis", text: "and the words (keys):"}),
+        ...ks.slice(patchEnd).map((label, j) => {
+          const w = row[patchEnd + j];
+          return h("span", {class: "token key-token", text: `${label} ${w.toFixed(2)}`, title: `key ${patchEnd + j}`,
+                            style: `background:${css(weightRGB(w))};color:${inkOn(weightRGB(w))}`});
+        }));
+    }
   }
   const patchAt = (ev) => {
     const box = overlay.getBoundingClientRect();
     const c = clamp(Math.floor((ev.clientX - box.left) / box.width * cols), 0, cols - 1);
     const r = clamp(Math.floor((ev.clientY - box.top) / box.height * rows), 0, rows - 1);
-    return answer.prefix + r * cols + c;
+    return layout.prefix + r * cols + c;
   };
   overlay.addEventListener("mousemove", (ev) => {
     if (!imageQueries) return;
@@ -156,63 +176,71 @@ function drawImageHead(section, answer, layer, head) {
     if (q < layer.queries) select(layer.index, head, q);
   });
 
-  // Chips for queries that are not patches: CLS, or the captioner's written words.
-  const chipLabels = imageQueries ? qs.slice(0, answer.prefix) : qs;
-  const chips = chipLabels.map((label, i) => h("span", {
-    class: `token query-token${i === S.sel.query ? " chosen" : ""}`, "data-index": i, text: label,
+  // Chips for queries that are not patches: CLS, or the captioner's written words (after the picture's
+  // tokens in a fused layer).
+  const chipQueries = joined ? qs.map((_, i) => i).slice(patchEnd)
+    : imageQueries ? qs.map((_, i) => i).slice(0, answer.prefix) : qs.map((_, i) => i);
+  const chips = chipQueries.map((i) => h("span", {
+    class: `token query-token${i === S.sel.query ? " chosen" : ""}`, "data-index": i, text: qs[i],
     title: `query ${i}`, onmouseenter: () => show(i), onmouseleave: () => show(S.sel.query),
     onclick: () => select(layer.index, head, i),
   }));
   const main = h("figure", {},
-    chips.length ? h("div", {class: "chips"}, h("span", {class: "axis", text: imageQueries ? "query:" : "written words (queries):"}), chips) : null,
-    h("div", {class: "stack"}, img, overlay), caption);
+    chips.length ? h("div", {class: "chips"}, h("span", {class: "axis", text: imageQueries && !joined ? "query:" : "written words (queries):"}), chips) : null,
+    h("div", {class: "stack"}, img, overlay), caption, joined ? wordsPart : null);
   show(S.sel.query);
 
   const side = [];
-  if (imageQueries && answer.prefix > 0) {
+  if (imageQueries && !joined && answer.prefix > 0) {
     side.push(smallFigure(answer, rowOf(layer, head, 0), 150, `CLS map, this head: where the CLS token looks in layer ${layer.index}.`));
-  } else if (imageQueries) {
+  } else if (imageQueries && !joined) {
     side.push(smallFigure(answer, summaryRow(answer, layer, head), 150, "Mean over all queries: how much each patch is read, this head."));
   } else {
     const rows2 = [];
     for (let hd = 0; hd < layer.heads; hd++) rows2.push(rowOf(layer, hd, S.sel.query));
-    side.push(smallFigure(answer, meanRows(rows2), 150, `Mean over the ${layer.heads} heads, for «${qs[S.sel.query]}».`));
+    side.push(smallFigure(answer, meanRows(rows2), 150, `Mean over the ${layer.heads} heads, for «${qs[S.sel.query]}».`, layout));
   }
   if (answer.rollout) {
     side.push(smallFigure(answer, answer.rollout, 150,
       "Attention rollout: all layers chained (heads averaged, plus the residual path): where the CLS token gathers from in the end."));
   }
-  section.append(h("p", {class: "explain", text: imageQueries
+  section.append(h("p", {class: "explain", text: joined
+    ? `Prefix fusion: one self-attention over the picture's ${rows * cols} tokens and the words. The picture's tokens see `
+      + "each other both ways; each word sees the whole picture and the words before it, never a later one. A row's "
+      + "weights sum to 1 over both: its picture part is drawn over the picture, its words part beneath."
+    : imageQueries
     ? "Each patch of the picture is a token. A query patch asks, every patch (and CLS) answers; the veil lifts where the weight is large."
     : "Each written word's query asks the picture: the patches are the keys and values (cross-attention)."}));
   section.append(h("div", {class: "image-body"}, main, ...side));
 }
 
-// A titled small picture with a row of weights over it.
-function smallFigure(answer, row, size, title) {
+// A titled small picture with a row of weights over it (`layout`: its patch grid, the encoder's by default).
+function smallFigure(answer, row, size, title, layout = layoutOf(answer, null)) {
   const [canvas, ctx] = makeCanvas(size, size, "small-map");
-  drawPatchMap(ctx, size, size, answer, row, null, true);
+  drawPatchMap(ctx, size, size, answer, row, null, true, layout);
   return h("figure", {}, canvas, h("figcaption", {text: title}));
 }
 
 // ---------------------------------------------------------------- drawing: the captioner's words
 
-// For each written word: where it looks in the picture, for one decoder layer's cross-attention
-// (the mean of the heads, then each head); the words written so far; stepping word by word.
+// For each written word: where it looks in the picture, for one decoder layer's cross-attention, or with
+// prefix fusion its self-attention's picture part (the mean of the heads, then each head); the words written
+// so far; stepping word by word.
 function drawCaptionView() {
   const section = $("#caption-view");
   const a = S.a;
   if (a.view !== "caption") { section.hidden = true; return; }
   section.hidden = false;
   const selected = a.layers[S.sel.layer];
-  const crosses = a.layers.filter((l) => l.kind === "cross");
+  const crosses = a.layers.filter((l) => l.kind === "cross" || fused(a, l));
   const cross = (selected.kind === "cross" ? selected : null)
     || crosses.find((l) => l.trunk === selected.trunk && l.layer === selected.layer) || crosses[0];
   const controls = $("#gen-controls");
   section.replaceChildren(
     h("h2", {}, h("span", {class: "num", text: "3b"}), "Writing the caption, word by word"),
     h("p", {class: "explain", text: "The decoder writes one word at a time; each new word's query looks at the picture "
-      + "through cross-attention. Step forward with the button and watch where each word looked."}));
+      + (a.fused_grid ? "in the decoder's self-attention, whose first keys are the picture's tokens (prefix fusion). "
+        : "through cross-attention. ") + "Step forward with the button and watch where each word looked."}));
   const words = a.caption.words;
   section.append(h("div", {class: "caption-words"}, words.map((w, i) => [
     h("span", {class: `word${i === words.length - 1 ? " newest" : ""}`, text: w}), " "]),
@@ -224,15 +252,17 @@ function drawCaptionView() {
   const table = h("table", {class: "caption-table"});
   table.append(h("tr", {}, h("th", {text: ""}), h("th", {text: "mean of heads"}),
     ...Array.from({length: cross.heads}, (_, hd) => h("th", {text: `head ${hd}`}))));
-  for (let t = 0; t < cross.queries; t++) {
-    const perHead = Array.from({length: cross.heads}, (_, hd) => rowOf(cross, hd, t));
+  const layout = layoutOf(a, cross);
+  for (let t = 0; t < words.length; t++) {
+    const q = wordQuery(a, cross, t);  // the query that wrote word t
+    const perHead = Array.from({length: cross.heads}, (_, hd) => rowOf(cross, hd, q));
     const cells = [meanRows(perHead), ...perHead].map((row, k) => {
       const [canvas, ctx] = makeCanvas(size, size);
-      drawPatchMap(ctx, size, size, a, row, null, true);
+      drawPatchMap(ctx, size, size, a, row, null, true, layout);
       const hd = k === 0 ? S.sel.head : k - 1;
-      if (k > 0 && S.sel.layer === cross.index && S.sel.head === hd && S.sel.query === t) canvas.classList.add("selected");
+      if (k > 0 && S.sel.layer === cross.index && S.sel.head === hd && S.sel.query === q) canvas.classList.add("selected");
       canvas.title = `«${words[t]}»: ${k === 0 ? "mean of the heads" : `head ${hd}`}; click to open it`;
-      canvas.addEventListener("click", () => select(cross.index, hd, t));
+      canvas.addEventListener("click", () => select(cross.index, hd, q));
       return h("td", {}, canvas);
     });
     table.append(h("tr", {}, h("td", {class: "word-cell", text: words[t]}), cells));

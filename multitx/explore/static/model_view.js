@@ -99,9 +99,11 @@ function drawMatrix(ctx, w, h, layer, head) {
 
 // The picture with one row of weights over its patches: veiled where the query hardly looks (relative to the
 // row's largest patch weight), amber where it looks well above the average. Returns [largest, average]. `query`: a patch to outline, or null.
-function drawPatchMap(ctx, w, h, answer, row, query, withPicture) {
-  const [rows, cols] = answer.grid;
-  const prefix = answer.prefix;
+// `layout`: the grid the row's patches lie on and the tokens before them (layoutOf; the encoder's by default);
+// keys after the patches (a fused layer's words) are not drawn here.
+function drawPatchMap(ctx, w, h, answer, row, query, withPicture, layout = layoutOf(answer, null)) {
+  const [rows, cols] = layout.grid;
+  const prefix = layout.prefix;
   const patches = row.length === rows * cols ? row : row.slice(prefix, prefix + rows * cols);
   const top = Math.max(...patches, 1e-9);
   const mean = patches.reduce((sum, x) => sum + x, 0) / patches.length;
@@ -132,7 +134,7 @@ function drawPatchMap(ctx, w, h, answer, row, query, withPicture) {
     for (let c = 1; c < cols; c++) line(ctx, c * cw, 0, c * cw, h);
     for (let r = 1; r < rows; r++) line(ctx, 0, r * ch, w, r * ch);
   }
-  if (query !== null && query >= prefix) {
+  if (query !== null && query >= prefix && query < prefix + rows * cols) {
     const p = query - prefix;
     ctx.strokeStyle = "#ff7a1a";
     ctx.lineWidth = Math.max(2, w / 120);

@@ -167,9 +167,10 @@ function fixSelection() {
   }
 }
 
-// The head shown first: the captioner's first cross-attention (words looking at the picture), else layer 0.
+// The head shown first: the captioner's first cross-attention (words looking at the picture), or with prefix
+// fusion its decoder's first self-attention (the one map of the picture and the words), else layer 0.
 function defaultSelection(answer) {
-  const cross = answer.layers.find((l) => l.kind === "cross");
+  const cross = answer.layers.find((l) => l.kind === "cross" || fused(answer, l));
   return {layer: cross && answer.view === "caption" ? cross.index : 0, head: 0, query: 0, chosen: false};
 }
 
