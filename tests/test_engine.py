@@ -281,10 +281,11 @@ def test_two_gloo_processes_reach_the_weights_of_one_process_with_the_same_globa
     assert len(read_jsonl(ddp / "metrics.jsonl")) == 1, "only rank 0 logs"
 
 
-def train_in_two_processes(*argv: str) -> None:
-    """python -m multitx.train argv under torchrun: two gloo processes on the CPU, a thread each."""
+def train_in_two_processes(*argv: str) -> str:
+    """python -m multitx.train argv under torchrun: two gloo processes on the CPU, a thread each; their stdout."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "multitx.train", *argv], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

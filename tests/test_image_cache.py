@@ -30,7 +30,14 @@ from tests.conftest import REPO
 from tests.helpers_vision import write_imagefolder
 from tests.test_bad_inputs import image_args
 from tests.test_caption_data import coco_cfg, make_coco, make_flickr
-from tests.test_engine import assert_same_training, killed_then_resumed, train_in_process, trained_beside, weights
+from tests.test_engine import (
+    assert_same_training,
+    killed_then_resumed,
+    train_in_process,
+    train_in_two_processes,
+    trained_beside,
+    weights,
+)
 
 SIZE = (16, 16)
 
@@ -271,16 +278,6 @@ def test_a_shard_cached_folder_killed_mid_epoch_resumes_exactly(tmp_path):
     assert len(states(tmp_path / "data")) == 2, "train and val, each built once"
 
 
-def in_two_processes(*argv: str) -> str:
-    """python -m multitx.train argv under torchrun, two gloo processes on the CPU, a thread each: their stdout."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "multitx.train", *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_two_processes_build_the_cache_once_and_train_as_one_process_does(tmp_path, capsys):
     """torchrun, two gloo processes with batches of 4, against one process with batches of 8 (augmentation and
     drop-path off: they draw per process). Both processes ask for the cache at once; one builds it."""
@@ -288,7 +285,7 @@ def test_two_processes_build_the_cache_once_and_train_as_one_process_does(tmp_pa
     common = ["steps=4", "eval_every=4", "optimizer=adamw", "model.trunk.drop_path=0", "augment.crop_padding=0",
               "augment.flip=false", "augment.policy=none", "augment.erase=0", "augment.mixup=0", "augment.cutmix=0",
               "plots=false"]
-    said = in_two_processes(*run_dir_args(images, tmp_path / "ddp", tmp_path / "data", *common, "batch_size=4"))
+    said = train_in_two_processes(*run_dir_args(images, tmp_path / "ddp", tmp_path / "data", *common, "batch_size=4"))
     capsys.readouterr()
     train_in_process(*run_dir_args(images, tmp_path / "single", tmp_path / "data", *common, "batch_size=8"))
     assert "decoding the" not in capsys.readouterr().out, "the second run reads the cache"

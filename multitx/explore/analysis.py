@@ -28,6 +28,7 @@ from multitx.errors import UserError
 from multitx.inspect.maps import image_token_labels, rollout
 from multitx.inspect.shape_trace import shape_trace
 from multitx.loading import Loaded, load, locate, task_class
+from multitx.models.decoding import sample_next
 from multitx.nn.trace import AttentionRecord
 
 TOP = 5  # candidates shown for the next token, classes shown for an image
@@ -243,9 +244,8 @@ class Explorer:
             context = run.model.config.context
             ids = torch.tensor([run.vocab.encode(prompt)[-context:]], device=self.device)  # (1, T)
             generator = torch.Generator(self.device).manual_seed(seed * 100_003 + len(prompt))
-            with torch.no_grad():
-                logits = run.model(ids)[0][0, -1]  # (vocab,) the last position's
-                ids = run.model.generate(ids, 1, temperature=0.8, top_k=40, generator=generator)
-            token = int(ids[0, -1])
+            with torch.no_grad():  # one forward pass: its last position's logits give the candidates and the draw
+                logits = run.model(ids)[0][0, -1]  # (vocab,)
+                token = int(sample_next(logits[None], temperature=0.8, top_k=40, generator=generator))
             return {"prompt": prompt + run.vocab.decode([token]), "token": run.vocab.label(token),
                     "p": float(logits.float().softmax(-1)[token]), "candidates": self.candidates(name, logits)}
