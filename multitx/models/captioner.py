@@ -45,6 +45,7 @@ class CaptionerConfig:
     vocab_size: int = from_data()  # the word vocabulary's size
     pad_id: int = from_data(default=0)  # caption padding: ignored by the loss, masked in attention
     unk_id: int = from_data(default=3)  # what word dropout puts in place of a word
+    eos_id: int = from_data(default=2)  # ends a caption: scored, and nothing after it is (pad_id may equal it)
     in_channels: int = from_data(default=3)
     # image encoder
     image_size: int = setting(48, Whole(min=1), "images are resized to image_size x image_size")
@@ -188,15 +189,16 @@ class Captioner(nn.Module):
         if ids.dim() == 3:
             memory = memory.repeat_interleave(ids.shape[1], dim=0)  # (B*R, N, D): each image once per caption
             ids = ids.flatten(0, 1)  # (B*R, T+1)
-        inputs, targets = ids[:, :-1], ids[:, 1:]  # (B*R, T) each
-        mask = inputs != self.config.pad_id
+        real = real_tokens(ids, self.config.eos_id)  # (B*R, T+1): <bos>, the words, <eos>; not the padding
+        inputs, targets = ids[:, :-1], ids[:, 1:].masked_fill(~real[:, 1:], IGNORED)  # (B*R, T) each
+        mask = real[:, :-1]
         if self.training and self.config.word_dropout > 0:
             drop = (torch.rand(inputs.shape, device=inputs.device) < self.config.word_dropout) & mask
             drop[:, 0] = False  # <bos> stays
             inputs = inputs.masked_fill(drop, self.config.unk_id)
         logits = self.decode(inputs, memory, mask=mask)
         smoothing = self.config.label_smoothing if label_smoothing is None else label_smoothing
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.config.pad_id,
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORED,
                                label_smoothing=smoothing)
         return logits, loss
 
@@ -219,6 +221,23 @@ class Captioner(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+
+
+IGNORED = -100  # a target the loss skips: padding
+
+
+def real_tokens(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """ids (..., L) = <bos> w1 .. wn <eos> <pad>... -> (..., L) bool: True up to and including the first <eos>
+    after <bos>. Read from the <eos>, not from the padding's id: GPT-2's tokenizer has one end-of-text token
+    for <bos>, <eos> and padding alike, and its first <eos> is a target the decoder must learn to write."""
+    ends = ids == eos_id
+    ends[..., 0] = False  # <bos> may be the end-of-text token itself
+    return (ends.cumsum(-1) - ends.long()) == 0  # no <eos> before this position
+
+
+def scored_tokens(ids: torch.Tensor, eos_id: int) -> int:
+    """How many targets the loss of a batch of captions ids (..., L) scores: its real tokens after <bos>."""
+    return int(real_tokens(ids, eos_id)[..., 1:].sum())
 
 
 def rename_former_tensors(state_dict, prefix, *args) -> None:

@@ -90,7 +90,7 @@ class CaptionTask(Task):
         vocab = WordVocab.from_state(artifacts["vocab.json"])
         settings = {**plain(settings), "encoder_pretrained": None}  # the weights come from the checkpoint
         config = from_settings(CaptionerConfig, settings, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id,
-                               unk_id=vocab.unk_id)
+                               eos_id=vocab.eos_id, unk_id=vocab.unk_id)
         return Captioner(config), {"vocab": vocab}
 
     def build_model(self) -> Captioner:
