@@ -15,6 +15,7 @@ import torch
 from multitx.cli import OnDevice, RunArgs, parse_args, run_cli
 from multitx.config.rules import NON_NEGATIVE, File, Whole
 from multitx.config.settings import setting
+from multitx.data.captions.subwords import CaptionBPE
 from multitx.data.captions.vocab import WordVocab
 from multitx.data.images.images import decode_image
 from multitx.engine.runtime import setup_runtime
@@ -31,7 +32,7 @@ class CaptionArgs(OnDevice, RunArgs):
     length_penalty: float = setting(0.6, NON_NEGATIVE, "GNMT alpha: higher favours longer captions")
 
 
-def caption_file(model: Captioner, vocab: WordVocab, path: Path, *, beam: int = 3,
+def caption_file(model: Captioner, vocab: WordVocab | CaptionBPE, path: Path, *, beam: int = 3,
                  length_penalty: float = 0.6) -> str:
     size = model.config.image_size
     image = decode_image(path, size)[None]  # (1, 3, H, W) uint8, scaled and centre-cropped

@@ -60,18 +60,24 @@ class CorpusInputs:
 
 
 @dataclass
-class TextData(DataSettings):
+class Subwords:
+    """data.tokenizer=bpe's keys, for a text and for captions alike."""
+
+    vocab_size: int = setting(2048, Whole(min=1), "bpe: tokens in the vocabulary, the 256 bytes and the special "
+                              "tokens among them")
+    tokenizer_file: str | None = setting(None, File(null=True), "bpe: a trained tokenizer.json (GPT-2's, yours) "
+                                         "instead of training one")
+
+
+@dataclass
+class TextData(Subwords, DataSettings):
     kind: ClassVar[str] = "text"
     tokenizer: str = setting("char", Text(), "how the text becomes tokens: a registered text tokenizer "
                              "(data/text/tokenizers.py): char | bpe | yours")
-    vocab_size: int = setting(2048, Whole(min=1), "bpe: tokens in the vocabulary, the 256 bytes and the special "
-                              "tokens among them")
     workers: str | int = setting("auto", Workers(), "processes that tokenise a corpus being prepared: auto (the "
                                  "CPU cores, at most 8, from 16 MB of text) or a number; 0: this process")
     special_tokens: list = setting(["<|endoftext|>"], Names(what="a token's text", empty=True),
                                    "bpe: tokens never split or merged (GPT-2's end of text)")
-    tokenizer_file: str | None = setting(None, File(null=True), "bpe: a trained tokenizer.json (GPT-2's, yours) "
-                                         "instead of training one")
 
     @classmethod
     def text(cls, data, data_dir) -> str:

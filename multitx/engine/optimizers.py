@@ -6,8 +6,8 @@ muon:  Muon (engine/muon.py) on the matrices a model names in `matrix_parameters
     transformer blocks' projections), and AdamW as above on the rest: embeddings, patch
     tokenizer, heads, norms, biases. The engine knows no model class: the model says which.
 
-Each param group starts at its own peak learning rate (lr, or muon.lr); the trainer
-scales every group by the same warm-up and cosine schedule.
+Each param group starts at its own peak learning rate (lr, or muon.lr, times the share a task gives
+its parameters: Task.lr_scales); the trainer scales every group by the same warm-up and cosine schedule.
 """
 
 import torch
@@ -47,16 +47,13 @@ class Chained:
 
 
 def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], cfg: DictConfig,
-          runtime: Runtime, pretrained: set[int] = frozenset()) -> torch.optim.AdamW:
-    """Two groups, weight decay on matrices or not; two more at lr x pretrained_lr_scale for the
-    parameters that came from pretrained weights (fine-tuning), when there are any."""
-    scale = float(cfg.get("pretrained_lr_scale", 1.0))
+          runtime: Runtime, scales: dict[int, float]) -> torch.optim.AdamW:
+    """Two groups, weight decay on matrices or not, for each learning-rate scale: lr x scales[id(p)]
+    (1 for a parameter not named there)."""
     groups = []
-    for tuned in (False, True):
-        mine = [(n, p) for n, p in named_params if (id(p) in pretrained) == tuned]
-        if tuned and not mine:
-            continue
-        lr = cfg.lr * (scale if tuned else 1.0)
+    for scale in sorted({scales.get(id(p), 1.0) for _, p in named_params}, reverse=True):  # 1 first: lr's own
+        mine = [(n, p) for n, p in named_params if scales.get(id(p), 1.0) == scale]
+        lr = cfg.lr * scale
         decay = [p for n, p in mine if p.dim() >= 2 and n not in exempt]
         groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
                    {"params": [p for n, p in mine if p.dim() < 2 or n in exempt], "weight_decay": 0.0, "lr": lr}]
@@ -67,12 +64,26 @@ def adamw(named_params: list[tuple[str, torch.nn.Parameter]], exempt: set[str], 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -> torch.optim.Optimizer | Chained:
+def pretrained_scales(model: torch.nn.Module, cfg: DictConfig) -> dict[int, float]:
+    """lr x pretrained_lr_scale for the parameters that came from pretrained weights (a fine-tuned ViT's
+    `pretrained_parameters()`), when the model names any."""
+    if not hasattr(model, "pretrained_parameters"):
+        return {}
+    scale = float(cfg.get("pretrained_lr_scale", 1.0))
+    return {id(p): scale for p in model.pretrained_parameters()}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime,
+                    scales: dict[int, float] | None = None) -> torch.optim.Optimizer | Chained:
+    """The optimizer of the parameters that train (requires_grad: a frozen part has none in it). scales:
+    id(parameter) -> its share of the learning rate (Task.lr_scales); None: pretrained_scales."""
     exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    pretrained = {id(p) for p in model.pretrained_parameters()} if hasattr(model, "pretrained_parameters") else set()
+    scales = pretrained_scales(model, cfg) if scales is None else scales
+    if not named:
+        raise UserError("no parameter of the model trains: everything is frozen; leave a part out of freeze=")
     if cfg.optimizer == "adamw":
-        return adamw(named, exempt, cfg, runtime, pretrained)
+        return adamw(named, exempt, cfg, runtime, scales)
     if cfg.optimizer != "muon":
         raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     matrices = [p for p in model.matrix_parameters() if p.requires_grad] if hasattr(model, "matrix_parameters") \
@@ -81,6 +92,9 @@ def build_optimizer(model: torch.nn.Module, cfg: DictConfig, runtime: Runtime) -
         raise UserError(f"optimizer=muon needs the model to name its weight matrices (matrix_parameters()); "
                         f"{type(model).__name__} names none: use optimizer=adamw")
     taken = {id(p) for p in matrices}
-    muon = Muon(matrices, lr=cfg.muon.lr, momentum=cfg.muon.momentum, weight_decay=cfg.muon.weight_decay,
+    groups = [{"params": [p for p in matrices if scales.get(id(p), 1.0) == scale], "lr": cfg.muon.lr * scale}
+              for scale in sorted({scales.get(id(p), 1.0) for p in matrices}, reverse=True)]
+    muon = Muon(groups, lr=cfg.muon.lr, momentum=cfg.muon.momentum, weight_decay=cfg.muon.weight_decay,
                 ns_steps=cfg.muon.ns_steps)
-    return Chained(muon, adamw([(n, p) for n, p in named if id(p) not in taken], exempt, cfg, runtime, pretrained))
+    rest = [(n, p) for n, p in named if id(p) not in taken]
+    return Chained(muon, *([adamw(rest, exempt, cfg, runtime, scales)] if rest else []))

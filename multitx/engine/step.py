@@ -1,7 +1,12 @@
 """One optimizer step of the training loop, with precision=fp16's loss scaler.
 
     for each micro-batch: forward (task.loss) under autocast, backward of the scaled loss
-                          (under DDP gradients are averaged across processes on the last one only)
+                          (under DDP gradients are averaged across processes on the last one only);
+                          under DDP, for a task whose loss is a mean over a number of targets that varies
+                          (task.scored_in: a captioner's tokens), first one small all-reduce of [loss x count,
+                          count]: each process's loss is weighted by its share of the global batch's targets,
+                          so that DDP's average is the gradient of the mean over all of them, and the step
+                          reports that mean, as one process would (weighed_by_share)
     unscale the gradients (only fp16 scales them), clip them
     one small all-reduce: every process agrees on "loss finite?", "gradients finite?", "stop asked?"
     all finite: the optimizer steps through the scaler (which finds the same gradients finite)
@@ -54,9 +59,13 @@ class Stepper:
             batch = runtime.to_device(next(batches))
             no_sync = runtime.distributed and micro < cfg.grad_accum - 1
             with self.forward_model.no_sync() if no_sync else nullcontext(), runtime.autocast():
-                loss = self.task.loss(self.forward_model, batch) / cfg.grad_accum
+                loss = self.task.loss(self.forward_model, batch)
+            scored = self.task.scored_in(batch) if runtime.distributed else None
+            if scored is not None:  # a mean over a number of targets that differs from process to process
+                loss, global_mean = weighed_by_share(loss, scored, runtime.world_size)
+            loss = loss / cfg.grad_accum  # as one process with grad_accum: each micro-batch's mean weighs the same
             scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+            loss_sum += loss.detach() if scored is None else global_mean / cfg.grad_accum
             items += self.task.items_in(batch)
         scaler.unscale_(self.optimizer)  # clipping sees the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
@@ -76,3 +85,20 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         scaler.update()
         return StepResult(loss_sum.item(), grad_norm.item(), kind, stop, items, scale)
+
+
+def weighed_by_share(loss: torch.Tensor, scored: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's loss, a mean over its `scored` targets, -> (the loss to back-propagate, the global batch's
+    mean loss per target: the number one process would report), with one all_reduce of two numbers.
+
+    DDP averages the processes' gradients: (1/W) sum_r grad(loss_r). Each loss_r weighted by
+    W x scored_r / total makes that sum_r (scored_r / total) grad(loss_r), the gradient of the mean over all the
+    global batch's targets, as one process takes it. Float64: the counts exact (a distributed run's device is
+    the CPU or CUDA, which both have it)."""
+    sums = torch.stack([loss.detach().double() * scored, loss.new_tensor(scored, dtype=torch.float64)])
+    dist.all_reduce(sums)  # (2,): [sum of loss x scored, sum of scored] over the processes
+    total_loss, total = sums.unbind()
+    anything = total > 0  # no process scored a target: each keeps its own loss, unweighted (no 0 / 0)
+    share = torch.where(anything, world_size * scored / total.clamp(min=1), 1.0)
+    mean = torch.where(anything, total_loss / total.clamp(min=1), loss.detach().double())
+    return loss * share.to(loss.dtype), mean.to(loss.dtype)

@@ -125,6 +125,12 @@ class Task:
         """The model to train: by default the one `build` makes from this run's settings."""
         return self.build(self.cfg.model, self.artifacts())[0]
 
+    def lr_scales(self, model: nn.Module) -> dict[int, float] | None:
+        """Each parameter's share of the learning rate, id(parameter) -> scale (a captioner's parts: freeze=,
+        lr_scale.); None: the optimizer's default, lr x pretrained_lr_scale for the parameters a model names in
+        pretrained_parameters() (engine/optimizers.py)."""
+        return None
+
     def train_batches(self):
         """An endless iterator of training batches (on the CPU) with
         state_dict()/load_state_dict() giving its position, for exact resume."""
@@ -142,6 +148,18 @@ class Task:
     def items_in(self, batch) -> int:
         """How many `unit`s a batch holds (for throughput)."""
         return len(batch[0])
+
+    def scored_in(self, batch) -> int | None:
+        """How many targets loss() averages over in this batch, when that number varies from batch to batch
+        (a captioner's real tokens, padding left out); None (the default): the loss is a mean over equal shares
+        (every window's every character, every image), the same in each process's slice of a global batch.
+
+        Why it matters: under DDP each process takes the mean of its own slice and DDP averages the gradients,
+        weighting the processes equally. When one slice scores 40 tokens and another 60, that is not the mean
+        over all 100 tokens one process would take. Given the counts, the Stepper weights each process's loss
+        by its share of the global batch's targets, and many processes train as one does. (A process's loss on
+        a slice that scores nothing must still be finite: weighted by 0, a NaN stays NaN.)"""
+        return None
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:

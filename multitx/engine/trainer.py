@@ -95,7 +95,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
     task = task_class(cfg, runtime)
     resolve_length(cfg, task.train_items(), runtime.world_size, say=say)  # epochs= -> steps, before config.yaml
     model = build_model(task, runtime)
-    optimizer = build_optimizer(model, cfg, runtime)
+    optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))
     peak_lrs = [group["lr"] for group in optimizer.param_groups]  # lr, or muon.lr; the schedule scales each
     base_lr = cfg.lr
     batches = task.train_batches()

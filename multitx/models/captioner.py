@@ -69,6 +69,9 @@ class CaptionerConfig:
     # text decoder
     decoder: TrunkConfig = section(TrunkConfig, "the decoder trunk: causal over the words, reading the encoder's "
                                    "tokens (model.fusion)", dim=128, layers=3, heads=4)
+    decoder_pretrained: str | None = setting(None, Text(prefix="hf:", null=True),
+                                             "hf:FOLDER starts the decoder from a GPT-2 (config.json, "
+                                             "model.safetensors, tokenizer.json) and writes captions in its tokens")
     positions: str = setting("learned", WORD_POSITIONS, "caption word positions: learned | sinusoidal | rotary")
     max_caption_len: int = setting(24, Whole(min=3), "tokens, <bos> and <eos> included; longer captions are cut")
     # In training, this share of the decoder's input words (not <bos>) is replaced by <unk>, so that
@@ -218,11 +221,30 @@ class Captioner(nn.Module):
         as the cross-attention bridge's does."""
         return self.encoder.matrices() + self.decoder.matrices()
 
+    def parts(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """The captioner's parameters by part (PARTS), each trained, frozen (freeze=) or scaled (lr_scale.) as one:
+        encoder (patch tokenizer and encoder trunk), projector (fusion=prefix's modality projector, or cross's
+        bridge between the widths), cross (the decoder's cross-attention layers and their norms), decoder (the
+        rest of the decoder: word embeddings, self-attention and MLP blocks, final norm; the head is tied)."""
+        found = {part: [] for part in PARTS}
+        for name, param in self.named_parameters():
+            if name.startswith(("tokenizer.", "encoder.")):
+                part = "encoder"
+            elif name.startswith(("projector.", "bridge.")):
+                part = "projector"
+            elif ".cross." in name or ".norm_cross." in name:
+                part = "cross"
+            else:
+                part = "decoder"
+            found[part].append((name, param))
+        return found
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 
+PARTS = ("encoder", "projector", "cross", "decoder")  # what freeze= and lr_scale. name (Captioner.parts)
 IGNORED = -100  # a target the loss skips: padding
 
 

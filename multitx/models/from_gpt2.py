@@ -165,3 +165,21 @@ def gpt2_names(layers: int) -> list[str]:
     for i in range(layers):
         names += [f"transformer.h.{i}.{part}.{kind}" for part in BLOCK for kind in ("weight", "bias")]
     return names
+
+
+def gpt2_folder(spec: str, key: str = "model.pretrained") -> Path:
+    """KEY=hf:FOLDER -> FOLDER; hf:NAME, when no such folder is here, downloads the model's config.json,
+    model.safetensors and tokenizer.json from the Hugging Face hub once (network needed)."""
+    name = spec.removeprefix("hf:")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=["config.json", "model.safetensors",
+                                                                    "tokenizer.json"]))
+    except Exception as err:  # noqa: BLE001 - no network, no such model: many kinds
+        raise UserError(f"{key}={spec}: {folder} is not a folder here, and {name} could not be fetched "
+                        f"from the Hugging Face hub ({type(err).__name__}); give a local GPT-2 folder, "
+                        f"hf:path/to/gpt2") from None

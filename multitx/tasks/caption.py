@@ -16,24 +16,38 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
-from multitx.config.rules import NON_NEGATIVE, Whole
+from multitx.config.rules import NON_NEGATIVE, POSITIVE, Names, Whole
 from multitx.config.settings import from_settings, plain, section, setting, settings_of
 from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.bleu_cider import caption_scores
 from multitx.data.captions.datasets import CaptionSplit, load_split
-from multitx.data.captions.vocab import WordVocab, normalize
+from multitx.data.captions.tokens import learn_tokens, load_tokens, tokens_from_state
+from multitx.data.captions.vocab import normalize
 from multitx.data.images.images import EncodedImage, decode_image, described
 from multitx.data.images.splits import hold_out_images
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Inspection, Task, register_task
 from multitx.engine.validation import data_class
 from multitx.errors import UserError
-from multitx.models.captioner import Captioner, CaptionerConfig
+from multitx.models.captioner import PARTS, Captioner, CaptionerConfig, scored_tokens
+from multitx.models.captioner_from_gpt2 import captioner_with_gpt2, hf_spec
 from multitx.models.captioner_from_timm import captioner_from_timm
 from multitx.models.decoding import caption_images
+from multitx.models.from_gpt2 import gpt2_folder
 from multitx.nn.trace import trace
 
 DECODE_CHUNK = 256  # images captioned at once when evaluating
+
+
+@dataclass
+class PartScales:
+    """Each part's learning rate as a share of lr (and of muon.lr for its matrices): Captioner.parts."""
+
+    encoder: float = setting(1.0, POSITIVE, "patch tokenizer and encoder trunk")
+    projector: float = setting(1.0, POSITIVE, "the modality projector (prefix) or the bridge (cross)")
+    cross: float = setting(1.0, POSITIVE, "the decoder's cross-attention layers (fusion=cross)")
+    decoder: float = setting(1.0, POSITIVE, "the decoder's embeddings, blocks and final norm (GPT-2's, when "
+                             "pretrained)")
 
 
 @dataclass
@@ -44,6 +58,9 @@ class CaptionSettings:
     eval_beam: int = setting(1, Whole(min=1), "1: greedy; more: beam search with this many beams")
     length_penalty: float = setting(0.6, NON_NEGATIVE, "GNMT alpha for beam search: higher favours longer captions")
     show_captions: int = setting(4, Whole(min=0), "val captions printed at each evaluation")
+    freeze: list = setting([], Names(what="a part: encoder, projector, cross or decoder", empty=True),
+                           "parts whose weights do not train (a pretrained encoder or decoder kept as it is)")
+    lr_scale: PartScales = section(PartScales, "each part's learning rate, as a share of lr")
     model: dict = section(dict, "the captioner (models/captioner.py)", schema=CaptionerConfig)
 
 
@@ -58,6 +75,20 @@ class CaptionTask(Task):
     called, recipe = "captioner", "task=caption"
     tools = ("caption", "evaluate", "inspect", "explore")
 
+    @classmethod
+    def check(cls, cfg: dict) -> None:
+        super().check(cfg)
+        frozen = frozen_parts(cfg.get("freeze"))
+        unknown = [part for part in frozen if part not in PARTS]
+        if unknown:
+            raise UserError(f"freeze={unknown[0]} is not a part of the captioner; its parts are {', '.join(PARTS)}")
+        fusion = cfg.get("model", {}).get("fusion", "cross")
+        if "cross" in frozen and fusion == "prefix":
+            raise UserError("freeze=cross: model.fusion=prefix has no cross-attention layers; leave cross out")
+        if cfg.get("model", {}).get("decoder_pretrained") and cfg.get("data", {}).get("tokenizer", "words") != "bpe":
+            raise UserError("model.decoder_pretrained writes captions in GPT-2's own tokens: add data.tokenizer=bpe "
+                            "(its tokenizer.json is read from the folder)")
+
     def __init__(self, cfg: DictConfig, runtime: Runtime):
         super().__init__(cfg, runtime)
         size = cfg.model.image_size
@@ -70,10 +101,28 @@ class CaptionTask(Task):
         self.test_split_cache: CaptionSplit | None = None
         saved = Path(cfg.run_dir) / "vocab.json"
         if cfg.resume and saved.exists():  # a resumed run keeps the vocabulary its weights were trained on
-            self.vocab = WordVocab.load(saved)
+            self.vocab = load_tokens(saved)
         else:
             captions = (c for caps in self.train_split.captions for c in caps)
-            self.vocab = WordVocab.from_captions(captions, cfg.data.min_word_count)
+            self.vocab = learn_tokens(cfg.data, captions, self.tokenizer_file())
+
+    def tokenizer_file(self) -> Path | None:
+        """data.tokenizer_file, or with model.decoder_pretrained the decoder folder's own tokenizer.json."""
+        given = self.cfg.data.get("tokenizer_file")
+        if given:
+            return Path(str(given)).expanduser()
+        spec = self.cfg.model.get("decoder_pretrained")
+        if not spec:
+            return None
+        found = self.decoder_folder() / "tokenizer.json"
+        if not found.is_file():
+            raise UserError(f"model.decoder_pretrained={spec}: the folder has no tokenizer.json; give the decoder's "
+                            f"tokenizer with data.tokenizer_file=PATH")
+        return found
+
+    def decoder_folder(self) -> Path:
+        spec = str(self.cfg.model.decoder_pretrained)
+        return gpt2_folder(f"hf:{hf_spec(spec)}", key="model.decoder_pretrained")
 
     @property
     def test_split(self) -> CaptionSplit:
@@ -87,21 +136,38 @@ class CaptionTask(Task):
 
     @classmethod
     def build(cls, settings, artifacts) -> tuple[Captioner, dict]:
-        vocab = WordVocab.from_state(artifacts["vocab.json"])
-        settings = {**plain(settings), "encoder_pretrained": None}  # the weights come from the checkpoint
+        vocab = tokens_from_state(artifacts["vocab.json"])
+        settings = {**plain(settings), "encoder_pretrained": None, "decoder_pretrained": None}  # from the checkpoint
         config = from_settings(CaptionerConfig, settings, vocab_size=vocab.vocab_size, pad_id=vocab.pad_id,
                                eos_id=vocab.eos_id, unk_id=vocab.unk_id)
         return Captioner(config), {"vocab": vocab}
 
     def build_model(self) -> Captioner:
-        spec = self.cfg.model.get("encoder_pretrained")
-        if not spec:
-            return self.build(self.cfg.model, self.artifacts())[0]
+        """The YAML's captioner, its encoder from timm (model.encoder_pretrained) and its decoder from GPT-2
+        (model.decoder_pretrained) when asked; the parts named in freeze= do not train."""
         model, _ = self.build(self.cfg.model, self.artifacts())  # the YAML's shape, the vocabulary's size
-        model = captioner_from_timm(replace(model.config, encoder_pretrained=spec))
-        with open_dict(self.cfg):  # config.yaml records the encoder that was built: timm's shape
-            self.cfg.model = settings_of(model.config)
+        encoder, decoder = self.cfg.model.get("encoder_pretrained"), self.cfg.model.get("decoder_pretrained")
+        if encoder:
+            model = captioner_from_timm(replace(model.config, encoder_pretrained=encoder))
+        if decoder:
+            model = captioner_with_gpt2(model, self.decoder_folder(), where=f"model.decoder_pretrained={decoder}")
+            if model.config.vocab_size != self.vocab.vocab_size:
+                raise UserError(f"model.decoder_pretrained={decoder} has {model.config.vocab_size} tokens and the "
+                                f"caption tokenizer {self.vocab.vocab_size}: leave data.tokenizer_file out, so that "
+                                f"the decoder's own tokenizer.json is used")
+            model.config.decoder_pretrained = str(decoder)
+        if encoder or decoder:
+            with open_dict(self.cfg):  # config.yaml records what was built: timm's encoder, GPT-2's decoder
+                self.cfg.model = settings_of(model.config)
+        for part in frozen_parts(self.cfg.freeze):
+            for _, param in model.parts()[part]:
+                param.requires_grad_(False)
         return model
+
+    def lr_scales(self, model: Captioner) -> dict[int, float]:
+        """lr x lr_scale.PART for each part's parameters."""
+        return {id(param): float(self.cfg.lr_scale[part]) for part, named in model.parts().items()
+                for _, param in named}
 
     def train_batches(self) -> CaptionBatches:
         # Under DDP every process draws the same global batch and keeps its own slice of it.
@@ -118,6 +184,10 @@ class CaptionTask(Task):
 
     def items_in(self, batch) -> int:
         return batch["ids"].shape[0] * batch["ids"].shape[1]  # captions
+
+    def scored_in(self, batch) -> int:
+        # The loss is a mean per real token, and captions differ in length: DDP weighs processes by this.
+        return scored_tokens(batch["ids"], self.vocab.eos_id)
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
@@ -219,8 +289,8 @@ class CaptionTask(Task):
             ids = torch.tensor([[vocab.bos_id, *words, vocab.eos_id]], device=device)  # (1, n + 2)
             with trace(model) as recorded:
                 model(x, ids)
-        reads = ["<bos>"] + [vocab.vocab[i] for i in words]  # what the decoder reads
-        writes = [vocab.vocab[i] for i in words] + ["<eos>"]  # what each position writes
+        reads = ["<bos>"] + [vocab.label(i) for i in words]  # what the decoder reads
+        writes = [vocab.label(i) for i in words] + ["<eos>"]  # what each position writes
         tok = model.tokenizer
         fused = model.projector.grid if getattr(model, "prefix_fusion", False) else None  # prefix: (h/s, w/s)
         return Inspection("caption", run.checkpoint, source, writes, reads, vocab.decode(words), recorded, model,
@@ -232,3 +302,8 @@ def subset(split: CaptionSplit, indices) -> CaptionSplit:
     """The images `indices` (ascending) of a split, with their captions and names."""
     rows = [int(i) for i in indices]
     return CaptionSplit(split.images[indices], [split.captions[i] for i in rows], [split.names[i] for i in rows])
+
+
+def frozen_parts(freeze) -> list[str]:
+    """freeze=encoder or freeze=[encoder,decoder] -> the parts' names."""
+    return [freeze] if isinstance(freeze, str) else [str(part) for part in freeze or []]

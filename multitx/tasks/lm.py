@@ -43,7 +43,7 @@ class LanguageModelTask(TextTask):
         spec = self.cfg.model.get("pretrained")
         if not spec:
             return self.build(self.cfg.model, self.artifacts())[0]
-        from multitx.models.from_gpt2 import gpt2_from_folder
+        from multitx.models.from_gpt2 import gpt2_folder, gpt2_from_folder
 
         folder = gpt2_folder(str(spec))
         model = gpt2_from_folder(folder, where=f"model.pretrained={spec}")
@@ -145,24 +145,6 @@ class LanguageModelTask(TextTask):
                   for b, t in ((1, context), (3, max(1, context // 2)))]
         return Exportable(LogitsOnly(run.model).eval(), "ids", example, {"ids": dims}, about, checks,
                           ("chars" if "chars" in about else "the tokenizer") + " and context")
-
-
-def gpt2_folder(spec: str) -> Path:
-    """model.pretrained=hf:FOLDER -> FOLDER; hf:NAME, when no such folder is here, downloads the model's
-    config.json, model.safetensors and tokenizer.json from the Hugging Face hub once (network needed)."""
-    name = spec.removeprefix("hf:")
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=name, allow_patterns=["config.json", "model.safetensors",
-                                                                    "tokenizer.json"]))
-    except Exception as err:  # noqa: BLE001 - no network, no such model: many kinds
-        raise UserError(f"model.pretrained={spec}: {folder} is not a folder here, and {name} could not be fetched "
-                        f"from the Hugging Face hub ({type(err).__name__}); give a local GPT-2 folder, "
-                        f"hf:path/to/gpt2") from None
 
 
 def tokenizer_for_export(vocab) -> dict:

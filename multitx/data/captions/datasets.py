@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from multitx.config.paths import check_file
-from multitx.config.rules import Folder, Number, Text, Whole
+from multitx.config.rules import Choice, Folder, Number, Text, Whole
 from multitx.config.settings import setting
 from multitx.data.captions import shapes
 from multitx.data.images.hf_folder import (
@@ -42,7 +42,7 @@ from multitx.data.images.hf_folder import (
 from multitx.data.images.images import Images
 from multitx.data.images.shards import cached_images
 from multitx.data.images.sources import DrawnImages, ImageFiles
-from multitx.data.registry import CaptionData, HeldOut, ShardCached, dataset, register_dataset
+from multitx.data.registry import CaptionData, HeldOut, ShardCached, Subwords, dataset, register_dataset
 from multitx.errors import UserError
 
 
@@ -205,7 +205,10 @@ def hf_captions_split(data: DictConfig, split: str, image_size: int, data_dir: P
 
 
 @dataclass
-class CaptionSettings(CaptionData):
+class CaptionSettings(Subwords, CaptionData):
+    tokenizer: str = setting("words", Choice(options=("words", "bpe")),
+                             "how captions become tokens: words | bpe (subwords; with model.decoder_pretrained the "
+                             "decoder's own tokenizer.json)")
     min_word_count: int = setting(5, Whole(min=1), "words seen fewer times in training become <unk>")
 
 

@@ -72,6 +72,10 @@ class WordVocab:
                 out.append(self.vocab[i])
         return " ".join(out)
 
+    def label(self, token: int) -> str:
+        """One token as a label on an attention map: the word."""
+        return self.vocab[int(token)]
+
     def state(self) -> dict:
         """The vocabulary as a JSON object (a run's vocab.json)."""
         return {"kind": "words", "vocab": self.vocab}
