@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 import multitx
 from multitx.cli import load_config
+from multitx.data.captions.batches import CaptionBatches
+from multitx.data.captions.datasets import CaptionSplit
 from multitx.data.captions.subwords import END, CaptionBPE
 from multitx.data.captions.tokens import tokens_from_state
 from multitx.engine import checkpoint
@@ -135,6 +137,17 @@ def test_the_first_end_of_text_after_bos_is_scored_and_the_padding_after_it_is_n
     assert real_tokens(ids, end).tolist() == [[True, True, True, True, False, False],
                                               [True, True, True, False, False, False]]
     assert scored_tokens(ids, end) == 5
+
+
+def test_a_batch_of_captions_in_gpt2s_tokens_keeps_each_ones_end(gpt2):
+    _, _, tokens = gpt2
+    captions = [["a red circle"], ["a large green triangle above a small blue square"]]
+    split = CaptionSplit(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), captions, ["short", "long"])
+    ids = next(CaptionBatches(split, tokens, 2, CAPTION_LEN, seed=0))["ids"][:, 0]  # (2, T)
+    longest = max(len(tokens.encode(c[0], CAPTION_LEN)) for c in captions)
+    assert ids.shape[1] == longest and (ids[:, -1] == tokens.eos_id).all(), "<bos> ... <eos>, none cut"
+    assert sorted(tokens.decode(row[1:]) for row in ids) == sorted(tokens.decode(tokens.encode(c[0], CAPTION_LEN)[1:])
+                                                                  for c in captions)
 
 
 # Training it: frozen parts stay bit-identical, each part at its own learning rate

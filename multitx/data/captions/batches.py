@@ -4,21 +4,24 @@ import numpy as np
 import torch
 
 from multitx.data.captions.datasets import CaptionSplit
+from multitx.data.captions.subwords import CaptionBPE
 from multitx.data.captions.vocab import WordVocab
 from multitx.data.images.rows import gather
 from multitx.data.sampler import BatchSampler, seeded
 from multitx.errors import UserError
 
 
-def encode_captions(split: CaptionSplit, tokenizer: WordVocab, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def encode_captions(split: CaptionSplit, tokenizer: WordVocab | CaptionBPE,
+                    max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every caption as ids (P, max_len), padded with <pad>, image after image; image i's captions
-    are rows offsets[i] .. offsets[i+1] - 1."""
+    are rows offsets[i] .. offsets[i+1] - 1; lengths (P,), <bos> and <eos> included (read from here, not
+    from the padding's id: GPT-2's tokens pad with the same end-of-text that begins and ends them)."""
     encoded = [tokenizer.encode(c, max_len) for caps in split.captions for c in caps]
     ids = np.full((len(encoded), max_len), tokenizer.pad_id, dtype=np.int64)
     for row, seq in enumerate(encoded):
         ids[row, : len(seq)] = seq
     offsets = np.cumsum([0, *(len(caps) for caps in split.captions)])
-    return ids, offsets
+    return ids, offsets, np.array([len(seq) for seq in encoded], dtype=np.int64)
 
 
 class CaptionBatches:
@@ -40,7 +43,7 @@ class CaptionBatches:
     state is the sampler's: plain ints.
     """
 
-    def __init__(self, split: CaptionSplit, tokenizer: WordVocab, batch_size: int, max_len: int, seed: int,
+    def __init__(self, split: CaptionSplit, tokenizer: WordVocab | CaptionBPE, batch_size: int, max_len: int, seed: int,
                  captions_per_image: int = 1, rank: int = 0, world_size: int = 1):
         if len(split) < batch_size * world_size:
             raise UserError(f"the split has {len(split)} images, fewer than batch_size={batch_size}"
@@ -49,7 +52,7 @@ class CaptionBatches:
         if captions_per_image < 1:
             raise UserError(f"captions_per_image must be at least 1, got {captions_per_image}")
         self.split, self.pad_id, self.captions_per_image = split, tokenizer.pad_id, captions_per_image
-        self.ids, self.offsets = encode_captions(split, tokenizer, max_len)  # (P, max_len), (N + 1,)
+        self.ids, self.offsets, self.lengths = encode_captions(split, tokenizer, max_len)  # (P, L), (N + 1,), (P,)
         self.counts = np.diff(self.offsets)  # (N,) captions of each image, at least one
         self.sampler = BatchSampler(len(split), batch_size, seed=seed, rank=rank, world_size=world_size)
 
@@ -62,7 +65,7 @@ class CaptionBatches:
         keys = torch.rand(self.sampler.global_batch, int(self.counts.max()), generator=seeded(batch.seed))  # (G, K)
         rows = self.pick(images, self.sampler.share(keys).numpy())  # (B, R) caption rows
         ids = self.ids[rows]  # (B, R, max_len)
-        longest = int((ids != self.pad_id).sum(axis=-1).max())
+        longest = int(self.lengths[rows].max())
         return {"images": gather(self.split.images, batch.indices), "ids": torch.from_numpy(ids[..., :longest].copy())}
 
     def pick(self, images: np.ndarray, keys: np.ndarray) -> np.ndarray:
