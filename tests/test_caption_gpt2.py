@@ -208,6 +208,18 @@ def test_the_run_records_gpt2s_shape_and_loads_captions_and_inspects_without_the
     assert caption.stdout == tokens.decode(written) + "\n", "GPT-2's tokens, read back as text"
 
 
+@pytest.mark.parametrize("changed, said", [("freeze=[]", "freeze=[decoder], not []"),
+                                            ("lr_scale.cross=0.5", "lr_scale.cross=1.0, not 0.5")])
+def test_resuming_with_other_frozen_parts_or_shares_of_the_lr_is_one_line(gpt2, frozen_run, changed, said):
+    folder, _, _ = gpt2
+    args = gpt2_args(frozen_run.parent, folder, "freeze=[decoder]", "steps=6", "resume=auto", changed)
+    result = run_here("multitx.train", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {checkpoint.latest(frozen_run)} was trained with {said}: the optimizer's state is kept per group "
+        f"of parameters; resume with {said.split(',')[0]}, or start a new run_dir"]
+
+
 def test_each_part_trains_at_its_own_share_of_the_learning_rate(gpt2, tmp_path):
     folder, _, _ = gpt2
     for optimizer in ("adamw", "muon"):

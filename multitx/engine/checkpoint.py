@@ -242,6 +242,33 @@ def check_resumable(folder: Path, cfg: DictConfig) -> None:
     if optimizer != cfg.optimizer:
         raise UserError(f"{folder} was trained with optimizer={optimizer}, not {cfg.optimizer}; "
                         f"resume with optimizer={optimizer}, or start a new run_dir")
+    kept = [key for key in OPTIMIZER_GROUPS if key in saved]  # a run from before a setting existed had its default
+    now = dict(leaves({key: listed(key, plain(cfg.get(key))) for key in kept}))
+    then = dict(leaves({key: listed(key, saved.get(key)) for key in kept}))
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key):
+            was = shown(then.get(key))
+            raise UserError(f"{folder} was trained with {key}={was}, not {shown(now.get(key))}: the optimizer's "
+                            f"state is kept per group of parameters; resume with {key}={was}, or start a new "
+                            f"run_dir")
+
+
+OPTIMIZER_GROUPS = ("freeze", "lr_scale", "pretrained_lr_scale")  # settings that decide what trains at which lr
+
+
+def plain(value):
+    """A setting as plain data, for comparing a checkpoint's with the command line's."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def listed(key: str, value):
+    """freeze=decoder is freeze=[decoder]."""
+    return [value] if key == "freeze" and isinstance(value, str) else value
+
+
+def shown(value) -> str:
+    """A setting as the command line writes it: [a,b] for a list."""
+    return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
 
 
 def run_config(run_dir: Path, task: str | None, tool: str, *, trust_code: bool = False) -> DictConfig:

@@ -110,7 +110,11 @@ def restore(folder: Path, cfg: DictConfig, runtime: Runtime, model, optimizer, b
     checkpoint.check_resumable(folder, cfg)
     checkpoint.load_weights(model, folder)
     state = checkpoint.load_state(folder)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as err:  # groups of other sizes: what trains, or at which lr, is not the same
+        raise UserError(f"{folder}'s optimizer state does not fit this run's parameters ({str(err)[:120]}); resume "
+                        f"with the settings in its config.yaml, or start a new run_dir") from None
     check_same_global_batch(state, cfg, runtime, folder)
     batches.load_state_dict(data_position(state, cfg, say=say))
     step = state["step"]
