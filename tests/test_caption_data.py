@@ -1,6 +1,7 @@
 """Caption data: the word tokenizer, the shapes generator, the COCO and Flickr loaders, the batches."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from multitx.data.captions import shapes
 from multitx.data.captions.batches import CaptionBatches
 from multitx.data.captions.datasets import CaptionSplit, load_split
 from multitx.data.captions.vocab import WordVocab, normalize
+from multitx.data.images import sources
 from multitx.data.images.images import decode_image
 from multitx.errors import UserError
 
@@ -245,3 +247,60 @@ def test_processes_split_each_global_batch():
         for i, part in enumerate(parts):
             ids = part["ids"]
             assert torch.equal(whole["ids"][2 * i:2 * i + 2, :, :ids.shape[-1]], ids)
+
+
+def same_batches(got: list[dict], want: list[dict]) -> bool:
+    return len(got) == len(want) and all(torch.equal(g["images"], w["images"]) and torch.equal(g["ids"], w["ids"])
+                                         for g, w in zip(got, want, strict=True))
+
+
+def test_workers_make_the_batches_this_process_makes():
+    split = toy_split()
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
+    here = CaptionBatches(split, tok, batch_size=3, max_len=12, seed=5, captions_per_image=2)
+    workers = CaptionBatches(split, tok, batch_size=3, max_len=12, seed=5, captions_per_image=2, workers=2)
+    got = [next(workers) for _ in range(7)]  # across two epochs: 3 batches of 3 from 10 images each
+    workers.close()
+    assert same_batches(got, [next(here) for _ in range(7)])
+
+
+def test_batches_made_by_workers_resume_exactly():
+    split = toy_split()
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
+    make = lambda seed=5, workers=0: CaptionBatches(split, tok, batch_size=3, max_len=12, seed=seed,  # noqa: E731
+                                                    captions_per_image=2, workers=workers)
+    reference = make()
+    expected = [next(reference) for _ in range(8)]
+    first = make(workers=2)
+    assert same_batches([next(first) for _ in range(4)], expected[:4])  # its workers have made more, ahead
+    state = first.state_dict()
+    first.close()
+    resumed = make(workers=2, seed=99)  # the state holds the seed too
+    resumed.load_state_dict(state)
+    got = [next(resumed) for _ in range(4)]
+    resumed.close()
+    assert same_batches(got, expected[4:])
+
+
+def test_lazy_images_are_decoded_in_the_workers_not_in_this_process(tmp_path, monkeypatch):
+    make_flickr(tmp_path / "flickr", "csv")
+    split = load_split(flickr_cfg(tmp_path / "flickr", cache="lazy"), "train", 8, tmp_path / "cache")  # 3 images
+    tok = WordVocab.from_captions(c for caps in split.captions for c in caps)
+    log = tmp_path / "decoded-by.txt"  # a file: the workers' own lists would stay in the workers
+    real = sources.decode_image
+
+    def logged(path, size, channels=3):  # the forked workers inherit the patch
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{os.getpid()}\n")
+        return real(path, size, channels)
+
+    monkeypatch.setattr(sources, "decode_image", logged)
+    workers = CaptionBatches(split, tok, batch_size=1, max_len=12, seed=0, workers=2)
+    got = [next(workers) for _ in range(4)]
+    workers.close()
+    decoders = set(log.read_text(encoding="utf-8").split())
+    assert decoders and str(os.getpid()) not in decoders, "the workers decode, this process does not"
+    log.unlink()
+    here = CaptionBatches(split, tok, batch_size=1, max_len=12, seed=0)
+    assert same_batches(got, [next(here) for _ in range(4)])
+    assert set(log.read_text(encoding="utf-8").split()) == {str(os.getpid())}, "without workers: this process"

@@ -39,9 +39,9 @@ from multitx.config.settings import setting
 from multitx.data.images.augment import DeviceAugment, image_transform
 from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import ImageSet, load_images
+from multitx.data.workers import data_workers
 from multitx.engine.runtime import setup_runtime
 from multitx.nn.patches import pair
-from multitx.tasks.vit import data_workers
 
 
 @dataclass

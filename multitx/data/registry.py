@@ -121,14 +121,22 @@ class ShardCached:
 
 
 @dataclass
-class ImageData(HeldOut, DataSettings):
-    """Labelled images (the ViTs): the held-out share, normalisation and augmentation workers."""
+class BatchWorkers:
+    """data.workers of the tasks whose batches a DataLoader makes (data/workers.py): the ViTs' and the
+    captioners'. (A text's data.workers is another thing: the processes that tokenise it.)"""
+
+    workers: str | int = setting("auto", Workers(), "processes that make the training batches ahead of the step: "
+                                 "they read the images (decoding them, data.cache=lazy) and augment them (the "
+                                 "ViTs); auto (GPU: the CPU cores less one, CPU: 0) or a number; 0: this process")
+
+
+@dataclass
+class ImageData(HeldOut, BatchWorkers, DataSettings):
+    """Labelled images (the ViTs): the held-out share, normalisation and the batch-making workers."""
 
     kind: ClassVar[str] = "images"
     mean: list | None = setting(None, Numbers(null=True), "per channel; null: measured on the training images")
     std: list | None = setting(None, Numbers(each=POSITIVE, null=True), "per channel; null: measured")
-    workers: str | int = setting("auto", Workers(), "augmentation processes: auto (GPU: the CPU cores less one, "
-                                 "CPU: 0) or a number")
 
     @classmethod
     def images(cls, data, data_dir, image_size: tuple[int, int]):

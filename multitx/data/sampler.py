@@ -23,10 +23,12 @@ depend on world_size: a run may resume on another number of processes, from the 
 long as the global batch stays the same (check_same_global_batch in multitx/engine/run_setup.py).
 """
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from multitx.errors import UserError
 
@@ -104,3 +106,14 @@ class BatchSampler:
             self.epoch, self.position = divmod(self.position, self.batches_per_epoch)
         elif self.batches_per_epoch is not None and self.position >= self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0  # saved with more data or a smaller global batch
+
+
+def batch_loader(maker, sampler: BatchSampler, workers: int, pin_memory: bool, prefetch: int):
+    """An iterator of the batches `maker` (a Dataset indexed by Batch) makes from `sampler`'s Batches, in order,
+    by a DataLoader (workers > 0: in parallel, ahead of time). The sampler is copied: the loader's copy runs
+    ahead by what it prefetches. Its own generator: a DataLoader otherwise draws its base seed from the global
+    torch RNG when it starts, which would shift dropout and drop-path masks in a resumed run."""
+    loader = DataLoader(maker, batch_size=None, sampler=copy.copy(sampler), num_workers=workers,
+                        pin_memory=pin_memory, prefetch_factor=prefetch if workers else None,
+                        generator=torch.Generator().manual_seed(sampler.seed))
+    return iter(loader)

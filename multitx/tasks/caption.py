@@ -25,6 +25,7 @@ from multitx.data.captions.tokens import learn_tokens, load_tokens, tokens_from_
 from multitx.data.captions.vocab import normalize
 from multitx.data.images.images import EncodedImage, decode_image, described
 from multitx.data.images.splits import hold_out_images
+from multitx.data.workers import data_workers
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import NEUTRAL, RIGHT, Examples, Inspection, Task, register_task
 from multitx.engine.validation import data_class
@@ -170,10 +171,13 @@ class CaptionTask(Task):
                 for _, param in named}
 
     def train_batches(self) -> CaptionBatches:
-        # Under DDP every process draws the same global batch and keeps its own slice of it.
+        # Under DDP every process draws the same global batch and keeps its own slice of it; data.workers
+        # processes read its images (decoding them: data.cache=lazy), pinned for the copy to a GPU.
+        cuda = self.runtime.device.type == "cuda"
         return CaptionBatches(self.train_split, self.vocab, self.cfg.batch_size, self.cfg.model.max_caption_len,
                               seed=self.cfg.seed, captions_per_image=self.cfg.captions_per_image,
-                              rank=self.runtime.rank, world_size=self.runtime.world_size)
+                              rank=self.runtime.rank, world_size=self.runtime.world_size,
+                              workers=data_workers(self.cfg.data.get("workers", "auto"), cuda), pin_memory=cuda)
 
     def train_items(self) -> int:
         return len(self.train_split)  # images: each brings captions_per_image captions a step

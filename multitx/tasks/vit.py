@@ -8,7 +8,6 @@ scores it (loss, top-1, top-5) and the best val_acc is kept. The test split is s
 once, at the end of training (test_*), and by python -m multitx.evaluate.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from multitx.data.images.batches import ShuffledBatches
 from multitx.data.images.datasets import ImageSet, load_images
 from multitx.data.images.images import EncodedImage, decode_image, described
 from multitx.data.images.splits import hold_out
+from multitx.data.workers import data_workers
 from multitx.engine.runtime import Runtime
 from multitx.engine.task import RIGHT, WRONG, Examples, Exportable, Inspection, Task, register_task
 from multitx.errors import UserError
@@ -256,19 +256,3 @@ def timm_name(spec) -> str:
         raise UserError(f"model.pretrained={spec}: write timm:MODEL_NAME, e.g. timm:vit_tiny_patch16_224 "
                         f"(model.image_size=null takes that model's own resolution)")
     return name
-
-
-def data_workers(setting, cuda: bool) -> int:
-    """data.workers: a number, or auto: on a GPU, this process's share of the CPU cores less
-    one, at most 16 (AutoAugment on 32x32 images makes about 1,000-2,000 images/s per worker);
-    on the CPU none: the cores are busy training, and workers would only compete with them."""
-    if setting in (None, "auto"):
-        share = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
-        return min(16, max(share - 1, 0)) if cuda else 0
-    try:
-        workers = int(setting)
-    except (TypeError, ValueError):
-        raise UserError(f"data.workers must be a number or auto, got {setting!r}") from None
-    if workers < 0:
-        raise UserError(f"data.workers must be at least 0, got {workers}")
-    return workers

@@ -42,7 +42,7 @@ from multitx.data.images.hf_folder import (
 from multitx.data.images.images import Images
 from multitx.data.images.shards import cached_images
 from multitx.data.images.sources import DrawnImages, ImageFiles
-from multitx.data.registry import CaptionData, HeldOut, ShardCached, Subwords, dataset, register_dataset
+from multitx.data.registry import BatchWorkers, CaptionData, HeldOut, ShardCached, Subwords, dataset, register_dataset
 from multitx.errors import UserError
 
 
@@ -205,7 +205,7 @@ def hf_captions_split(data: DictConfig, split: str, image_size: int, data_dir: P
 
 
 @dataclass
-class CaptionSettings(Subwords, CaptionData):
+class CaptionSettings(BatchWorkers, Subwords, CaptionData):
     tokenizer: str = setting("words", Choice(options=("words", "bpe")),
                              "how captions become tokens: words | bpe (subwords; with model.decoder_pretrained the "
                              "decoder's own tokenizer.json)")

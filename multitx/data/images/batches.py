@@ -12,15 +12,14 @@ non_blocking=True by the engine. The images of a batch are read (from the
 shards, or decoded: data.cache=lazy) where the batch is made: in the workers.
 """
 
-import copy
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from multitx.data.images.datasets import ImageSet
 from multitx.data.images.rows import gather
-from multitx.data.sampler import Batch, BatchSampler, derive_seed
+from multitx.data.sampler import Batch, BatchSampler, batch_loader, derive_seed
 from multitx.errors import UserError
 
 
@@ -66,12 +65,7 @@ class ShuffledBatches:
         self.loader: Iterator | None = None
 
     def start(self) -> Iterator:
-        # Its own generator: a DataLoader otherwise draws its base seed from the global torch RNG when
-        # it starts, which would shift dropout and drop-path masks in a resumed run.
-        loader = DataLoader(self.maker, batch_size=None, sampler=copy.copy(self.sampler), num_workers=self.workers,
-                            pin_memory=self.pin_memory, prefetch_factor=self.prefetch if self.workers else None,
-                            generator=torch.Generator().manual_seed(self.sampler.seed))
-        return iter(loader)
+        return batch_loader(self.maker, self.sampler, self.workers, self.pin_memory, self.prefetch)
 
     def __iter__(self):
         return self
