@@ -5,17 +5,21 @@
     run.model           the model, in eval mode, on `device`
     run.vocab           a CharVocab (charlm, mlm) or WordVocab (caption); None for a ViT
     run.classes         the class names in label order (ViT); None otherwise
-    run.info            the rest of what the run saved for inference (a ViT's image size, mean and std)
+    run.info            the rest of what the run saved for inference (a ViT's image size, mean and std), and
+                        which weights the model holds: info["weights"] is "trained" or "averaged (ema_decay=...)"
     run.config          the run's config (in today's shape: older runs are migrated)
     run.provenance      where it came from: each start and resume (command, overrides, versions, git
                         commit, host, device, times) and how each ended (RUN_DIR/provenance.jsonl)
 
 Every command that reads a run (sample, caption, inspect, the mlm's fill) goes through
 here. The model is built the one way training builds it, the task's `build(settings,
-artifacts)`; the weights come from model.safetensors. Nothing a run's files name is
-imported unless trust_code=True (multitx/engine/trust.py), and nothing is downloaded.
+artifacts)`; the weights come from model.safetensors, or from ema.safetensors, the averaged weights,
+where the run kept them (ema_decay > 0; weights="trained" asks for the trained ones all the same), and
+a command says so on stderr. Nothing a run's files name is imported unless trust_code=True
+(multitx/engine/trust.py), and nothing is downloaded.
 """
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,12 +66,19 @@ def task_class(cfg: DictConfig, trust_code: bool) -> type[Task]:
     return named_class(target, "task._target_", Task)
 
 
+WEIGHTS = ("averaged", "trained")
+
+
 def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, task: str | None = None,
-         tool: str = "multitx.load") -> Loaded:
+         tool: str = "multitx.load", weights: str = "averaged") -> Loaded:
     """The model of a run (its best checkpoint; which="latest" or a folder for another) or of one
     checkpoint folder, ready to use.
     task: refuse a run of any other task (e.g. "charlm"); tool: the command asking (e.g. "multitx.sample"),
-    which refuses a run whose task does not list it among its `tools`, in one line."""
+    which refuses a run whose task does not list it among its `tools`, in one line.
+    weights: "averaged" (ema.safetensors where the run kept an average, ema_decay > 0; the trained weights
+    otherwise) or "trained" (model.safetensors always); info["weights"] says which the model holds."""
+    if weights not in WEIGHTS:
+        raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     run_dir, folder, source = locate(Path(path), which)
     cfg = checkpoint.run_config(source, task, tool, trust_code=trust_code)  # refuses code unless trusted
     cls = task_class(cfg, trust_code)
@@ -81,8 +92,12 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{source}/config.yaml does not describe a model multitx can build ({type(err).__name__}: "
                         f"{err}); is it a run of this multitx version or an older one?") from None
-    checkpoint.load_weights(model, folder)
+    averaged = weights == "averaged" and checkpoint.has_average(folder)
+    checkpoint.load_weights(model, folder / checkpoint.EMA if averaged else folder)
     extras = dict(extras)
+    extras["weights"] = f"averaged (ema_decay={cfg.get('ema_decay', 0.0):g})" if averaged else "trained"
+    if averaged and tool != "multitx.load":  # a command's output is the average's: it says so, apart from it
+        print(f"using the averaged weights (ema_decay={cfg.get('ema_decay', 0.0):g}) of {folder}", file=sys.stderr)
     return Loaded(model=model.to(device).eval(), task=str(cfg.task.name), config=cfg, checkpoint=folder,
                   vocab=extras.pop("vocab", None), classes=extras.pop("classes", None), info=extras,
                   provenance=provenance.read(run_dir))

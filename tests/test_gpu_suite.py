@@ -11,7 +11,7 @@ from multitx import LanguageModel, LanguageModelConfig, TrunkConfig
 from multitx.benchmarks import gpu, peaks
 from tests.conftest import SHARED_SHAKESPEARE, run_module
 
-PARTS = ["babygpt", "mfu", "vit", "fashion", "caption"]
+PARTS = ["babygpt", "mfu", "vit", "fashion", "caption", "recompute"]
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -63,6 +63,9 @@ def test_every_part_of_the_smoke_run_went_through_its_code_path(smoke):
     assert 0 <= parts["fashion"]["details"]["test"]["test_acc"] <= 1, "the test split is scored at the end"
     assert "val_acc" in parts["fashion"]["details"]["evaluations"][-1]
     assert {"exact_match", "bleu4", "time_s"} <= set(parts["caption"]["details"]["evaluations"][-1])
+    recomputed = parts["recompute"]["details"]
+    assert parts["recompute"]["result"].startswith("saved for backward (no peak counter on the CPU)")
+    assert 0 < recomputed["with"]["peak"] < recomputed["without"]["peak"] and recomputed["with"]["tokens_per_s"] > 0
 
 
 def test_flops_per_token_of_gpt2_small_is_nanogpts_estimate_worked_by_hand():

@@ -24,6 +24,11 @@ and reports what it had; one that fails writes its one-line error and the others
   caption   80 s  task=caption's recipe on data=shapes (generated once into data_dir), evaluated every
                   250 steps with beam search (3 beams, as caption_shapes scores), stopped at
                   exact_match >= 0.97: the time, and BLEU-4 then.
+  recompute 20 s  activation checkpointing (model.trunk.activation_checkpointing) on the mfu part's
+                  shape, 16 x 1024 tokens a step, bf16, not compiled, AdamW: 2 untimed and 5 timed steps
+                  without, then with it; the peak memory allocated over a step (beyond the weights,
+                  gradients and optimizer state) and tokens/s of each (activation_memory.py's
+                  training_peaks). Goal: the peak at most half.
 
 "training s" is the trainer's time_s (seconds since training started, compilation included), on
 which the goals are judged; "wall" adds data preparation and model building around train(). The
@@ -50,7 +55,7 @@ import numpy as np
 import torch
 from omegaconf import ListConfig
 
-from multitx.benchmarks import peaks
+from multitx.benchmarks import activation_memory, peaks
 from multitx.benchmarks.charlm import stage_shakespeare
 from multitx.benchmarks.vit_fashion import RECIPES
 from multitx.cli import load_config, parse_args, run_cli
@@ -63,7 +68,8 @@ from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.files import sha256_file
 
-SHARES = {"babygpt": 120, "mfu": 90, "vit": 70, "fashion": 100, "caption": 80}  # seconds: 460 of the 480
+SHARES = {"babygpt": 120, "mfu": 90, "vit": 70, "fashion": 100, "caption": 80,
+          "recompute": 20}  # seconds: 480 of the 480
 SMOKE_SHARE = 60  # seconds, each part of a smoke run
 
 BABYGPT = ["task=charlm", "data=shakespeare", "model.trunk.layers=6", "model.trunk.heads=6", "model.trunk.dim=384",
@@ -247,12 +253,29 @@ def caption(suite: Suite):
     return result + f" ({run['wall_s']:.1f} s wall)", hit is not None, run
 
 
+def size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def recompute(suite: Suite):
+    steps = {"steps": 2, "warmup": 1} if suite.smoke else {"steps": 5, "warmup": 2}
+    shape = peaks.SMOKE_GPT if suite.smoke else peaks.GPT2_SMALL
+    off, on = activation_memory.training_peaks(suite.device, shape, **steps)
+    memory = "peak" if suite.device.type == "cuda" else "saved for backward (no peak counter on the CPU)"
+    ratio, speed = on["peak"] / off["peak"], on["tokens_per_s"] / off["tokens_per_s"]
+    result = (f"{memory} {size(off['peak'])} without, {size(on['peak'])} with ({ratio:.2f}x); "
+              f"{off['tokens_per_s']:,.0f} against {on['tokens_per_s']:,.0f} tokens/s ({speed:.2f}x)")
+    return result, ratio <= 0.5, {"without": off, "with": on, "peak_ratio": ratio, "speed_ratio": speed}
+
+
 PARTS = {  # name: (function, what it measures, goal)
     "babygpt": (babygpt, "nanoGPT's baby GPT on tinyshakespeare, bf16, compiled", "val loss <= 1.47 within 45 s"),
     "mfu": (model_flops, "GPT-2-small shape, 16 x 1024 tokens a step, bf16, compiled", "MFU >= 45%"),
     "vit": (vit_speed, "ViT against timm, images/s, batch 128, bf16, compiled", ">= 1.00x timm, train and infer"),
     "fashion": (fashion, "Fashion-MNIST ViT, vit_fashion's GPU recipe", "test accuracy >= 94.5% within 60 s"),
     "caption": (caption, "captioner on shapes, task=caption's recipe", "val exact match >= 0.97"),
+    "recompute": (recompute, "activation checkpointing, GPT-2-small shape, 16 x 1024 tokens, bf16",
+                  "peak memory <= 0.5x without"),
 }
 
 

@@ -65,6 +65,9 @@ class TrainingConfig:
     deterministic: bool = setting(False, Flag(), "deterministic algorithms (exact resume, slower)")
     dist_timeout: float = setting(300, Number(min=0, open="min"),
                                   "under torchrun: seconds a process waits for the others before giving up")
+    strategy: str = setting("ddp", Choice(options=("ddp", "fsdp")),
+                            "under torchrun: ddp (a whole copy of the model in each process) | fsdp (FSDP2: "
+                            "parameters, gradients and optimizer state sharded across them)", before="ddp")
     seed: int = setting(1337, Whole(min=0), "seeds the weights, the batches and the augmentation")
     # What to keep.
     run_dir: str = setting("runs/${task.name}/${now:%Y-%m-%d_%H-%M-%S}", Folder(must_exist=False),
@@ -77,6 +80,9 @@ class TrainingConfig:
     stop_at: str | None = setting(None, Target(null=True),
                                   "e.g. \"val_loss<=1.47\": end the run at the first evaluation that reaches it")
     keep_checkpoints: int = setting(2, Whole(min=1), "newest checkpoints kept, besides the best")
+    ema_decay: float = setting(0.0, RATE, "weight averaging: avg = ema_decay x avg + (1 - ema_decay) x weights after "
+                               "each step; evaluations, the best checkpoint and multitx.load use the average "
+                               "(ema.safetensors); 0: off")
     nonfinite: str = setting("stop", Choice(options=("stop", "skip")),
                              "stop | skip: what a NaN/inf loss or gradient does")
     max_skipped_steps: int = setting(10, Whole(min=0), "with nonfinite=skip, stop after this many skipped steps")

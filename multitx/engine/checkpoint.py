@@ -2,12 +2,19 @@
 
 Layout: RUN_DIR/checkpoints/step_0001000/
     model.safetensors   the weights (safetensors: tensors only, nothing executable)
+    ema.safetensors     with ema_decay > 0: the averaged weights (engine/ema.py), a model file like the one
+                        above; evaluation and multitx.load use it, resuming needs both
     state.pt            optimizer, step, RNG states, data position, best metric;
                         tensors and plain types only, read with torch.load(weights_only=True)
     config.yaml         the run's full config, plain YAML
     vocab.json ...      what inference needs besides the weights (the task's artifacts: a
                         vocabulary, class names), so that each checkpoint folder is complete alone
-    manifest.json       the sha256 of model.safetensors, state.pt and the artifacts, as they were written
+    manifest.json       the sha256 of model.safetensors, state.pt, ema.safetensors (if any) and the artifacts,
+                        as they were written
+
+With strategy=fsdp, shards/ holds each process's part of the weights, the optimizer state and the
+average in place of model.safetensors and ema.safetensors (engine/sharded_checkpoint.py); the manifest
+covers every part, and process 0 renames the folder once every process has written its own.
 
 Loading checks each file against the manifest first, so a file altered or cut
 short after the write is named instead of half-loaded; resume=auto then falls
@@ -26,7 +33,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from multitx.config.settings import leaves
 from multitx.engine.migrate import migrate
@@ -37,15 +44,23 @@ from multitx.files import atomic_write_bytes, fsync_path, sha256_file
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 FILES = ("model.safetensors", "state.pt", "config.yaml")
 MANIFEST = "manifest.json"
+SHARDS = "shards"  # a sharded checkpoint's folder of parts (strategy=fsdp), in place of model.safetensors
 HASHED = ("model.safetensors", "state.pt")  # config.yaml is plain text, read with care, and may be edited
+EMA = "ema.safetensors"  # only with ema_decay > 0: a checkpoint without it (averaging off, or older) loads as ever
 
 
 def step_dirs(checkpoints: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not checkpoints.is_dir():
         return []
-    found = [p for p in checkpoints.iterdir() if STEP_DIR.match(p.name) and all((p / f).exists() for f in FILES)]
+    found = [p for p in checkpoints.iterdir() if STEP_DIR.match(p.name) and complete(p)]
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def complete(folder: Path) -> bool:
+    """state.pt, config.yaml and the weights: model.safetensors, or a sharded checkpoint's shards/."""
+    return all((folder / f).exists() for f in FILES[1:]) and ((folder / FILES[0]).exists()
+                                                               or (folder / SHARDS).is_dir())
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -77,24 +92,71 @@ def resolve(run_dir: Path, which: str = "best") -> Path:
 
 
 def save(run_dir: Path, step: int, model: torch.nn.Module, state: dict, config_yaml: str, *,
-         keep: int = 2, is_best: bool = False, artifacts: dict[str, dict] | None = None) -> Path:
+         keep: int = 2, is_best: bool = False, artifacts: dict[str, dict] | None = None, average=None) -> Path:
+    """One process writes the whole checkpoint. average: the run's WeightAverage (engine/ema.py) with
+    ema_decay > 0, written as ema.safetensors."""
+    final, tmp = begin(run_dir, step)
+
+    def weights() -> tuple[str, ...]:
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+        if average is None:
+            return ("model.safetensors",)
+        with average.swapped_in(model):  # the same kind of file, written from the model with the averages in it
+            save_model(model, str(tmp / EMA))
+        return "model.safetensors", EMA
+
+    return seal(run_dir, final, tmp, weights, state, config_yaml, keep, is_best, artifacts)
+
+
+def save_sharded(run_dir: Path, step: int, model: torch.nn.Module, optimizer, state: dict, config_yaml: str,
+                 runtime, *, keep: int = 2, is_best: bool = False, artifacts: dict[str, dict] | None = None,
+                 average=None) -> Path | None:
+    """strategy=fsdp: every process writes its part of the weights, the optimizer state and the average into
+    step_N.tmp/shards (engine/sharded_checkpoint.py; a collective, every process calls it), then process 0
+    writes the rest, the manifest of every part, and renames the folder. The checkpoint on process 0, None
+    elsewhere."""
+    import torch.distributed as dist
+
+    from multitx.engine.sharded_checkpoint import save_shards, shard_files
+
+    final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+    tmp = begin(run_dir, step)[1] if runtime.is_main else final.with_name(final.name + ".tmp")
+    dist.barrier()  # the folder is there for every process
+    groups = save_shards(tmp, model, optimizer, average)
+    dist.barrier()  # every part is written
+    if not runtime.is_main:
+        return None
+    return seal(run_dir, final, tmp, lambda: tuple(shard_files(tmp)), {**state, "optimizer_groups": groups},
+                config_yaml, keep, is_best, artifacts)
+
+
+def begin(run_dir: Path, step: int) -> tuple[Path, Path]:
+    """(the checkpoint folder step_N, the empty step_N.tmp it is written in first)."""
     checkpoints = Path(run_dir) / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / f"step_{step:07d}"
     tmp = checkpoints / f"step_{step:07d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    return final, tmp
+
+
+def seal(run_dir: Path, final: Path, tmp: Path, weights, state: dict, config_yaml: str, keep: int, is_best: bool,
+         artifacts: dict[str, dict] | None) -> Path:
+    """Write into tmp what one process writes (weights(): the model files it writes or finds, by name; state.pt,
+    config.yaml, the artifacts), the manifest of them all, flush every file, and rename tmp to final."""
+    checkpoints = final.parent
     try:
-        save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+        written = weights()
         with open(tmp / "state.pt", "wb") as f:
             torch.save(state, f)
         (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         for name, content in (artifacts or {}).items():
             (tmp / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
-        hashed = (*HASHED, *(artifacts or {}))
+        hashed = (*written, "state.pt", *(artifacts or {}))
         manifest = {"sha256": {name: sha256_file(tmp / name) for name in hashed}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for name in (*FILES, *(artifacts or {}), MANIFEST):
+        for name in (*hashed, "config.yaml", MANIFEST):
             fsync_path(tmp / name)
         if final.exists():  # same step saved again (e.g. final save right after an eval save)
             shutil.rmtree(final)
@@ -128,20 +190,40 @@ class DamagedCheckpoint(UserError):
         self.what = what
 
 
-def verify(folder: Path, names=HASHED) -> None:
-    """Each of `names` in a checkpoint folder has the sha256 its manifest recorded; one line naming the file if not."""
+def recorded(folder: Path) -> dict[str, str] | None:
+    """The manifest's {file name: sha256}; None for a checkpoint written before manifests existed."""
     folder = Path(folder)
     if not (folder / MANIFEST).exists():
-        return  # written before manifests existed
+        return None
     try:
-        recorded = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+        return dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["sha256"])
     except (ValueError, KeyError, TypeError, OSError):
         raise DamagedCheckpoint(f"{folder / MANIFEST} is damaged") from None
+
+
+def default_verified(folder: Path, recorded_here: dict[str, str]) -> tuple[str, ...]:
+    """What a checkpoint is checked for by default: its weights (model.safetensors, ema.safetensors where
+    recorded, or every shard of a sharded one) and state.pt."""
+    parts = tuple(name for name in recorded_here if name.startswith(SHARDS + "/"))
+    if parts or (Path(folder) / SHARDS).is_dir():
+        return (*parts, "state.pt") if parts else (SHARDS, "state.pt")
+    return (*HASHED, *((EMA,) if EMA in recorded_here else ()))
+
+
+def verify(folder: Path, names=None) -> None:
+    """Each of `names` in a checkpoint folder has the sha256 its manifest recorded; one line naming the file if not.
+    names: by default model.safetensors, state.pt, and ema.safetensors where the manifest records it."""
+    folder = Path(folder)
+    recorded_here = recorded(folder)
+    if recorded_here is None:
+        return  # written before manifests existed
+    if names is None:
+        names = default_verified(folder, recorded_here)
     for name in names:
         file = folder / name
         if not file.is_file():
             raise DamagedCheckpoint(f"{file} is missing")
-        if name in recorded and sha256_file(file) != recorded[name]:
+        if name in recorded_here and sha256_file(file) != recorded_here[name]:
             raise DamagedCheckpoint(f"{file} is truncated or corrupt: it is not the file that was written there "
                                     f"(its sha256 differs from {MANIFEST})")
 
@@ -176,11 +258,41 @@ def load_state(path: Path) -> dict:
                         f"resume from an earlier checkpoint with resume=PATH") from None
 
 
+def has_average(folder: Path) -> bool:
+    """Whether a checkpoint holds averaged weights (ema.safetensors, or a sharded checkpoint's "ema." tensors),
+    or its manifest says it did."""
+    if (Path(folder) / SHARDS).is_dir():
+        from multitx.engine.sharded_checkpoint import holds_average
+
+        return holds_average(folder)
+    return (Path(folder) / EMA).exists() or EMA in (recorded(folder) or {})
+
+
+def load_average(folder: Path) -> dict[str, torch.Tensor] | None:
+    """ema.safetensors' tensors, checked against the manifest; None for a checkpoint without averaged weights."""
+    if not has_average(folder):
+        return None
+    if (Path(folder) / SHARDS).is_dir():
+        from multitx.engine.sharded_checkpoint import read_average
+
+        verify(folder)
+        return read_average(folder)
+    file = Path(folder) / EMA
+    verify(folder, (EMA,))
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{file} is truncated or corrupt ({err}); use an earlier checkpoint") from None
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load model.safetensors into `model`, strictly: every tensor present, every shape equal."""
+    """Load model.safetensors (or ema.safetensors, given as a file) into `model`, strictly: every tensor
+    present, every shape equal."""
+    if Path(path).is_dir() and (Path(path) / SHARDS).is_dir():
+        return load_sharded_weights(model, Path(path))
     file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
-    if file.name == "model.safetensors":
-        verify(file.parent, ("model.safetensors",))
+    if file.name in ("model.safetensors", EMA):
+        verify(file.parent, (file.name,))
     try:
         missing, unexpected = load_model(model, str(file), strict=False)
     except FileNotFoundError:
@@ -195,6 +307,19 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         names = ", ".join(list(missing)[:3] + list(unexpected)[:3])
         raise UserError(f"{file} was written by a different model configuration (tensors not matching: {names}); "
                         f"use the model.* settings it was trained with")
+
+
+def load_sharded_weights(model: torch.nn.Module, folder: Path) -> None:
+    """A sharded checkpoint's weights, every process's part, into a plain `model` in this process."""
+    from multitx.engine.sharded_checkpoint import read_weights
+
+    verify(folder)
+    try:
+        read_weights(folder, model)
+    except (RuntimeError, ValueError, KeyError) as err:  # DCP and load_state_dict: shapes or names that differ
+        first = " ".join(str(err).split())[:160]
+        raise UserError(f"{folder / SHARDS} was written by a different model configuration ({first}); use the "
+                        f"model.* settings it was trained with") from None
 
 
 def read_config(folder: Path) -> DictConfig:
@@ -242,6 +367,11 @@ def check_resumable(folder: Path, cfg: DictConfig) -> None:
     if optimizer != cfg.optimizer:
         raise UserError(f"{folder} was trained with optimizer={optimizer}, not {cfg.optimizer}; "
                         f"resume with optimizer={optimizer}, or start a new run_dir")
+    if "ema_decay" in saved and saved["ema_decay"] != cfg.get("ema_decay", 0.0):  # older runs: averaging starts now
+        was = saved["ema_decay"]
+        raise UserError(f"{folder} was trained with ema_decay={was}, not {cfg.get('ema_decay', 0.0)}: the average of "
+                        f"the weights goes on from the checkpoint's; resume with ema_decay={was}, or start a new "
+                        f"run_dir")
     kept = [key for key in OPTIMIZER_GROUPS if key in saved]  # a run from before a setting existed had its default
     now = dict(leaves({key: listed(key, plain(cfg.get(key))) for key in kept}))
     then = dict(leaves({key: listed(key, saved.get(key)) for key in kept}))

@@ -18,6 +18,7 @@ in trainer.py puts them there).
 from collections import defaultdict
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 # Quintic Newton-Schulz coefficients from Jordan et al.: chosen to push small singular
 # values up fast; the results land in about [0.7, 1.2] rather than exactly 1.
@@ -99,9 +100,19 @@ class Muon(torch.optim.Optimizer):
                 update = p.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 by_shape[p.shape].append((p, update))
             for (rows, cols), pairs in by_shape.items():
-                orthogonal = orthogonalize(torch.stack([u for _, u in pairs]), group["ns_steps"])
+                # Under FSDP each process holds some rows of each matrix (a DTensor). Orthogonalising needs
+                # the whole matrix: each update is all-gathered, every process orthogonalises all of them
+                # (the same numbers everywhere) and keeps its own rows. The alternative, each process taking
+                # whole matrices in turn and scattering the results, does 1/N of the Newton-Schulz work but
+                # needs a scatter per matrix; gathering is the simpler exact one (the update is what one
+                # process computes), at N times the Newton-Schulz FLOPs, small beside a step's forward and
+                # backward (5 iterations of a few (m, m) products per matrix).
+                whole = [u.full_tensor() if isinstance(u, DTensor) else u for _, u in pairs]
+                orthogonal = orthogonalize(torch.stack(whole), group["ns_steps"])
                 scale = max(1.0, rows / cols) ** 0.5  # same RMS per output for tall matrices
                 for (p, _), o in zip(pairs, orthogonal, strict=True):
+                    if isinstance(p, DTensor):  # this process's rows: sliced here, no communication
+                        o = distribute_tensor(o, p.device_mesh, p.placements, src_data_rank=None)
                     p.mul_(1 - lr * decay)
                     p.add_(o, alpha=-lr * scale)
         return loss

@@ -4,7 +4,8 @@ folder's lock, the model, and where a resumed run goes on from.
     task_class_of(cfg)          the Task class cfg.task._target_ names
     lock_run(run_dir, runtime)  the run folder for this trainer alone (rank 0 holds the lock)
     resume_point(cfg, run_dir)  the checkpoint folder to go on from, or None for a fresh run
-    restore(...)                that checkpoint's weights, optimizer, data position and RNGs (and loss scale)
+    restore(...)                that checkpoint's weights, optimizer, data position and RNGs (and loss scale,
+                                and the averaged weights with ema_decay > 0)
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from multitx.engine import checkpoint
 from multitx.engine.run_lock import RunLock
 from multitx.engine.runtime import Runtime, seed_everything, set_rng_state
+from multitx.engine.sharded_checkpoint import read_training
 from multitx.engine.task import Task
 from multitx.errors import UserError
 
@@ -104,14 +106,22 @@ class Progress(NamedTuple):
     scaler: dict  # the loss scaler's state ({} but for fp16)
 
 
-def restore(folder: Path, cfg: DictConfig, runtime: Runtime, model, optimizer, batches, say) -> Progress:
-    """Load checkpoint `folder` into the model, the optimizer, the data and the RNGs; the loss scaler's
-    state comes back in the Progress."""
+def restore(folder: Path, cfg: DictConfig, runtime: Runtime, model, optimizer, batches, say,
+            average=None) -> Progress:
+    """Load checkpoint `folder` into the model, the optimizer, the data and the RNGs (and `average`, the
+    run's WeightAverage with ema_decay > 0); the loss scaler's state comes back in the Progress. The model and
+    the optimizer are plain (unsharded) here, whichever strategy wrote the checkpoint or reads it now: under
+    strategy=fsdp the trainer shards them afterwards."""
     checkpoint.check_resumable(folder, cfg)
     checkpoint.load_weights(model, folder)
+    if average is not None:
+        restore_average(folder, model, average, say)
     state = checkpoint.load_state(folder)
     try:
-        optimizer.load_state_dict(state["optimizer"])
+        if "optimizer_groups" in state:  # a sharded checkpoint (strategy=fsdp): every process reads every row
+            read_training(folder, model, optimizer, state["optimizer_groups"])
+        else:
+            optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError) as err:  # groups of other sizes: what trains, or at which lr, is not the same
         raise UserError(f"{folder}'s optimizer state does not fit this run's parameters ({str(err)[:120]}); resume "
                         f"with the settings in its config.yaml, or start a new run_dir") from None
@@ -123,3 +133,18 @@ def restore(folder: Path, cfg: DictConfig, runtime: Runtime, model, optimizer, b
     else:  # more processes than the checkpoint had: a fresh stream for this one
         seed_everything(cfg.seed + runtime.rank + 1_000_003 * step)
     return Progress(step, state["best"], state.get("skipped", 0), state.get("overflows", 0), state.get("scaler", {}))
+
+
+def restore_average(folder: Path, model, average, say) -> None:
+    """The averaged weights go on from the checkpoint's ema.safetensors; a checkpoint written before
+    ema_decay existed has none, and the average starts from the weights it holds."""
+    averaged = checkpoint.load_average(folder)
+    if averaged is None:
+        say(f"{folder} holds no averaged weights (it was written before ema_decay existed): the average starts "
+            f"from its weights", flush=True)
+        averaged = dict(model.named_parameters())
+    try:
+        average.load_state_dict(averaged)
+    except ValueError as err:
+        raise UserError(f"{folder / checkpoint.EMA} does not fit this run's model ({err}); resume with the "
+                        f"settings in its config.yaml, or start a new run_dir") from None

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from multitx.engine import sharding
+
 
 class StepResult(NamedTuple):
     loss: float  # the step's mean loss over its micro-batches (unscaled)
@@ -58,7 +60,7 @@ class Stepper:
         for micro in range(cfg.grad_accum):
             batch = runtime.to_device(next(batches))
             no_sync = runtime.distributed and micro < cfg.grad_accum - 1
-            with self.forward_model.no_sync() if no_sync else nullcontext(), runtime.autocast():
+            with sharding.no_sync(self.forward_model, self.model) if no_sync else nullcontext(), runtime.autocast():
                 loss = self.task.loss(self.forward_model, batch)
             scored = self.task.scored_in(batch) if runtime.distributed else None
             if scored is not None:  # a mean over a number of targets that differs from process to process
@@ -69,6 +71,7 @@ class Stepper:
             items += self.task.items_in(batch)
         scaler.unscale_(self.optimizer)  # clipping sees the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        grad_norm = sharding.local(grad_norm)  # under FSDP the norm of all the shards' gradients, a DTensor
         flags = torch.stack([torch.isfinite(loss_sum), torch.isfinite(grad_norm),
                              torch.tensor(stop_asked, device=runtime.device)]).float()
         if runtime.distributed:  # finite: the minimum over processes; stop: the maximum

@@ -4,11 +4,14 @@
                     one optimizer step (multitx/engine/step.py): micro-batches under autocast, backward
                       through the loss scaler, clipping; a NaN/inf loss or gradient is caught there,
                       before the optimizer sees it
-                    every eval_every steps: task.evaluate, metrics.jsonl, checkpoint
+                    ema_decay > 0: the weights' moving average follows (ema.py)
+                    every eval_every steps: task.evaluate (of the averaged weights with ema_decay > 0),
+                      metrics.jsonl, checkpoint
 
-Device and precision (runtime.py), the length in epochs (length.py), torch.compile, DDP (under
-torchrun), exact resume (run_setup.py) and signals (SIGTERM / Ctrl-C save at the next step
-boundary) live in the engine, so that tasks only say what a batch, a loss and a metric are.
+Device and precision (runtime.py), the length in epochs (length.py), torch.compile, DDP or FSDP
+(strategy=, under torchrun: sharding.py), exact resume (run_setup.py) and signals (SIGTERM / Ctrl-C
+save at the next step boundary) live in the engine, so that tasks only say what a batch, a loss and a
+metric are.
 """
 
 import json
@@ -22,17 +25,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from multitx.config.rules import Target
-from multitx.engine import checkpoint, provenance
+from multitx.engine import checkpoint, ema, provenance, sharding
 from multitx.engine.length import check_has_epochs, resolve_length
 from multitx.engine.loggers import logger_classes
 from multitx.engine.metrics import MetricsLog
 from multitx.engine.optimizers import build_optimizer
 from multitx.engine.run_setup import build_model, lock_run, restore, resume_point
 from multitx.engine.runtime import Runtime, rng_state, seed_everything, setup_runtime
+from multitx.engine.sharded_checkpoint import full_optimizer_state, move_optimizer_state
 from multitx.engine.step import Stepper
 from multitx.engine.stopping import Interrupted, StopSignals, collective_reason, is_collective_failure
 from multitx.engine.task import Task, task_class_of
@@ -98,9 +101,24 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
     optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))
     peak_lrs = [group["lr"] for group in optimizer.param_groups]  # lr, or muon.lr; the schedule scales each
     base_lr = cfg.lr
+    # ema_decay > 0: every process keeps the same average (DDP keeps the weights the same); rank 0 saves it
+    average = ema.WeightAverage(model, cfg.ema_decay) if cfg.get("ema_decay") else None
     batches = task.train_batches()
-    progress = restore(start_from, cfg, runtime, model, optimizer, batches, say) if start_from else None
+    progress = restore(start_from, cfg, runtime, model, optimizer, batches, say, average) if start_from else None
     step, best, skipped, overflows, scaler_state = progress or (0, None, 0, 0, {})
+    replica = None  # strategy=fsdp: rank 0's whole copy for the work it does alone (sharding.py)
+    if sharding.sharded(cfg, runtime):  # the model, built and restored whole, is now split across the processes
+        replica = sharding.Replica(model, runtime)
+        moved = full_optimizer_state(model, optimizer) if start_from else None
+        averaged = average.state_dict() if average is not None else None
+        sharding.shard(model, runtime)
+        optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))  # over the sharded parameters
+        peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        if moved is not None:
+            move_optimizer_state(model, optimizer, moved)
+        if average is not None:
+            average = ema.WeightAverage(model, cfg.ema_decay)
+            average.load_state_dict(averaged)
 
     config_yaml = OmegaConf.to_yaml(cfg)  # after build_model: a model started from timm records what was built
     settings = OmegaConf.to_container(cfg, resolve=True)  # the same, as plain data: provenance, the loggers
@@ -117,30 +135,33 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
                for cls in logger_classes(cfg.get("loggers", []))] if runtime.is_main else []
     log = MetricsLog(run_dir, enabled=runtime.is_main, loggers=loggers)
 
-    forward_model = torch.compile(model) if cfg.compile else model
-    if runtime.distributed:
-        forward_model = DistributedDataParallel(forward_model, device_ids=[runtime.device.index]
-                                                if runtime.device.type == "cuda" else None)
+    forward_model = sharding.wrap(model, cfg, runtime)  # compiled, in DDP with several processes unless sharded
     stepper = Stepper(task, model, forward_model, optimizer, runtime, cfg)
     stepper.load_state_dict(scaler_state)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"{task.name}: {n_params / 1e6:.2f}M parameters on {runtime.describe()}, run folder {run_dir}"
         + (f", resuming from {start_from}" if start_from else "") + (f"; {runtime.note}" if runtime.note else ""),
         flush=True)
+    if average is not None:
+        say(ema.note(average.decay, cfg.steps), flush=True)
 
     def save(is_best: bool = False) -> Path | None:
-        """Every rank's RNG states are gathered; rank 0 writes."""
+        """Every rank's RNG states are gathered; rank 0 writes (under FSDP every rank writes its part first)."""
         states = [rng_state()]
         if runtime.distributed:
             states = [None] * runtime.world_size
             dist.all_gather_object(states, rng_state())
+        state = {"step": step, "data": batches.state_dict(), "rng": states, "best": best, "skipped": skipped,
+                 "processes": runtime.world_size, "batch_size": cfg.batch_size, "scaler": stepper.state_dict(),
+                 "overflows": overflows}
+        if replica is not None:
+            return checkpoint.save_sharded(run_dir, step, model, optimizer, state, config_yaml, runtime,
+                                           keep=cfg.keep_checkpoints, is_best=is_best, artifacts=artifacts,
+                                           average=average)
         if not runtime.is_main:
             return None
-        state = {"step": step, "optimizer": optimizer.state_dict(), "data": batches.state_dict(), "rng": states,
-                 "best": best, "skipped": skipped, "processes": runtime.world_size, "batch_size": cfg.batch_size,
-                 "scaler": stepper.state_dict(), "overflows": overflows}
-        return checkpoint.save(run_dir, step, model, state, config_yaml, keep=cfg.keep_checkpoints,
-                               is_best=is_best, artifacts=artifacts)
+        return checkpoint.save(run_dir, step, model, {**state, "optimizer": optimizer.state_dict()}, config_yaml,
+                               keep=cfg.keep_checkpoints, is_best=is_best, artifacts=artifacts, average=average)
 
     metrics: dict = {}
     started = time.perf_counter()
@@ -175,6 +196,8 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
                         raise UserError(f"{what}{limit}; training stopped and no checkpoint holds it; "
                                         f"lower lr, or set nonfinite=skip to skip such steps")
                     tqdm.write(f"skipping step {step + 1}: {what}")
+                elif average is not None:  # an "ok" step: the weights changed
+                    average.update(model)
                 step += 1
                 log.step(step, result.loss, lr)
                 window_loss += result.loss
@@ -187,29 +210,34 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
 
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     model.eval()
-                    metrics = {"train_loss": window_loss / window_steps}
-                    metrics.update(task.evaluate(model))
-                    metrics[f"{task.unit}_per_s"] = window_items * runtime.world_size / max(window_time, 1e-9)
-                    metrics["lr"] = lr
-                    metrics["time_s"] = time.perf_counter() - started  # since training started (this process)
-                    watched = metrics.get(task.watch[0])
-                    is_best = watched is not None and (best is None or (watched < best if task.watch[1] == "min"
-                                                                         else watched > best))
-                    if is_best:
-                        best = watched
-                    log.evaluation(step, metrics)
-                    if runtime.is_main and cfg.get("plots", True):
-                        from multitx.engine import plots  # matplotlib is imported only by runs that draw
+                    with ema.swapped_in(average, model):  # the averaged weights, with ema_decay > 0
+                        judged = replica.refresh(model) if replica else model  # FSDP: rank 0's whole copy
+                        metrics = {"train_loss": window_loss / window_steps}
+                        if replica is None:  # each process evaluates (DDP: the same model everywhere)
+                            metrics.update(task.evaluate(model))
+                        else:  # rank 0 evaluates its copy, and tells the others
+                            metrics.update(sharding.broadcast(task.evaluate(judged) if runtime.is_main else None))
+                        metrics[f"{task.unit}_per_s"] = window_items * runtime.world_size / max(window_time, 1e-9)
+                        metrics["lr"] = lr
+                        metrics["time_s"] = time.perf_counter() - started  # since training started (this process)
+                        watched = metrics.get(task.watch[0])
+                        is_best = watched is not None and (best is None or (watched < best if task.watch[1] == "min"
+                                                                             else watched > best))
+                        if is_best:
+                            best = watched
+                        log.evaluation(step, metrics)
+                        if runtime.is_main and cfg.get("plots", True):
+                            from multitx.engine import plots  # matplotlib is imported only by runs that draw
 
-                        # RUN_DIR/plots/*.png and TensorBoard images; a failure is one warning, never the run's end
-                        plots.at_evaluation(run_dir, task, model, metrics, step, log,
-                                            debug=bool(cfg.get("debug", False)), say=tqdm.write)
-                    if runtime.is_main:
-                        shown = task.show(model)
-                        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                                if isinstance(v, float)))
-                        if shown:
-                            tqdm.write(shown)
+                            # RUN_DIR/plots/*.png and TensorBoard images; a failure is one warning, never the run's end
+                            plots.at_evaluation(run_dir, task, judged, metrics, step, log,
+                                                debug=bool(cfg.get("debug", False)), say=tqdm.write)
+                        if runtime.is_main:
+                            shown = task.show(judged)
+                            tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                                    if isinstance(v, float)))
+                            if shown:
+                                tqdm.write(shown)
                     save(is_best)
                     last_saved = step
                     window_loss, window_steps, window_items, window_time = 0.0, 0, 0, 0.0
@@ -225,20 +253,22 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
                     say(f"stopped at step {step} by signal {signals.signum}; saved {saved}; "
                         f"continue with resume=auto run_dir={run_dir}", flush=True)
                     raise Interrupted(code, saved)
-            if runtime.is_main:  # the test split, once, at the end: recorded apart from the evaluations
-                model.eval()
-                tested = task.test(model)
-                if tested:
-                    log.evaluation(step, {"split": "test", **tested})
-                    say(f"test split at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in tested.items()),
-                        flush=True)
+            model.eval()
+            with ema.swapped_in(average, model):  # the test split, once, at the end, on rank 0
+                judged = replica.refresh(model) if replica else model
+                tested = task.test(judged) if runtime.is_main else None
+            if tested:
+                log.evaluation(step, {"split": "test", **tested})
+                say(f"test split at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in tested.items()),
+                    flush=True)
         except RuntimeError as err:  # gloo and NCCL raise RuntimeErrors (DistError) when a peer is gone
             if not (runtime.distributed and is_collective_failure(err)):
                 raise
+            last = checkpoint.latest(run_dir)
+            kept = f"the last complete checkpoint {last} is intact: continue with resume=auto" if last else \
+                "no checkpoint was written yet: start the run again"
             raise UserError(f"process {runtime.rank} of {runtime.world_size} lost the others at step {step + 1} "
-                            f"({collective_reason(err)}): another process of this run died or hangs; the last "
-                            f"complete checkpoint {checkpoint.latest(run_dir)} is intact: continue with resume=auto") \
-                from None
+                            f"({collective_reason(err)}): another process of this run died or hangs; {kept}") from None
         finally:
             bar.close()
             log.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from multitx.config.rules import POSITIVE, RATE, Choice, Flag, Whole
 from multitx.config.settings import setting
@@ -76,6 +77,9 @@ class TrunkConfig:
                             before=False)
     zero_init: bool = setting(False, Flag(), "projections into the residual stream start at zero: "
                               "each block starts as the identity", before=False)
+    activation_checkpointing: bool = setting(False, Flag(), "in training, each block keeps only its input and "
+                                             "recomputes the rest in backward: less memory, about one more "
+                                             "forward of the blocks", before=False)
 
     @property
     def head_dim(self) -> int:
@@ -207,13 +211,32 @@ class Trunk(nn.Module):
         them: a prefix-LM mask (a prefix-fusion captioner's image tokens, then its words).
         """
         last = len(self.blocks) - 1
+        recompute = self.recomputes(cache)
         for i, block in enumerate(self.blocks):
-            x = block(x, memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask,
-                      rotary=self.rotary, cache=None if cache is None else cache.layers[i],
-                      queries=queries if i == last else None,
-                      value_embed=None if value_embeds is None else value_embeds[i],
-                      bidirectional_prefix=bidirectional_prefix)
+            kwargs = dict(memory=memory, causal=self.causal, mask=mask, memory_mask=memory_mask, rotary=self.rotary,
+                          cache=None if cache is None else cache.layers[i], queries=queries if i == last else None,
+                          value_embed=None if value_embeds is None else value_embeds[i],
+                          bidirectional_prefix=bidirectional_prefix)
+            if recompute:  # keyword arguments pass through to block(...): the non-reentrant checkpoint allows them
+                x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=True, **kwargs)
+            else:
+                x = block(x, **kwargs)
         return self.norm_out(x)
+
+    def recomputes(self, cache: KVCache | None) -> bool:
+        """Whether this forward runs each block under activation checkpointing (config.activation_checkpointing).
+
+        Backward needs what each block computed on the way (normed inputs, attention's Q, K, V and output,
+        the MLP's hidden layer...): about 16 (B, T, D) tensors' worth a block (the MLP's hidden layer before
+        and after its activation is 8 of them), kept from the forward to the backward. Checkpointed, a block
+        keeps only its input x; backward runs its forward again to get the rest, one block at a time. The
+        trade: memory of one block's activations instead of all of them, for about one extra forward of the
+        blocks (a forward and backward of GPT-2 small's shape took 1.23x as long on a CPU:
+        docs/benchmarks/activation_memory.md). The recomputation replays the same random numbers
+        (preserve_rng_state), so dropout and drop-path draw the same masks and the gradients are the same.
+        Only where a backward will come: in training with gradients on, and never with a KV cache (decoding
+        keeps nothing for backward, and a recomputation would write the cache twice)."""
+        return self.config.activation_checkpointing and self.training and torch.is_grad_enabled() and cache is None
 
     def new_cache(self, batch: int, max_len: int, *, device=None, dtype=torch.float32) -> KVCache:
         return KVCache.empty(layers=len(self.blocks), batch=batch, heads=self.config.heads, max_len=max_len,
