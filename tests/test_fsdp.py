@@ -5,6 +5,7 @@ either strategy, and that multitx.load and the tools read in one process; a rank
 complete checkpoint intact."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -37,6 +38,10 @@ def largest_gap(run_a, run_b) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_line_corpus(tmp_path_factory.mktemp("fsdp") / "corpus.txt")
@@ -52,6 +57,8 @@ def test_the_char_lm_under_fsdp_reaches_the_weights_of_ddp_and_of_one_process(co
     assert "2 processes" in said
     assert is_sharded(checkpoint.latest(tmp_path / "fsdp"))
     assert largest_gap(tmp_path / "one", tmp_path / "fsdp") <= tolerance
+    assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5), \
+        "the loss reported is the global batch's, as one process reports it"
     if optimizer == "adamw":
         train_in_two_processes(*tiny_charlm_args(corpus, tmp_path / "ddp", *common, "batch_size=4"))
         assert largest_gap(tmp_path / "ddp", tmp_path / "fsdp") <= tolerance
@@ -178,3 +185,36 @@ def test_a_rank_killed_under_fsdp_leaves_the_last_checkpoint_intact_and_resumabl
                                        "eval_every=4", "device=cpu", "show_tokens=0", "optimizer=adamw",
                                        "plots=false"))
     assert largest_gap(uninterrupted, run_dir) <= 1e-5
+
+
+def test_sigterm_under_fsdp_saves_one_sharded_checkpoint_and_exits_143(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    process = launch(*tiny_charlm_args(corpus, run_dir, "steps=100000", "eval_every=100000", "device=cpu",
+                                       "show_tokens=0", "batch_size=4", "plots=false", FSDP))
+    deadline = time.time() + 120
+    while not (run_dir / "steps.jsonl").exists() or not (run_dir / "steps.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
+    saved = checkpoint.step_dirs(run_dir / "checkpoints")
+    assert len(saved) == 1 and is_sharded(saved[0])
+    checkpoint.verify(saved[0])
+    assert out.count(f"stopped at step {checkpoint.load_state(saved[0])['step']} by signal 15") == 1
+
+
+def test_the_average_of_the_weights_under_fsdp_is_one_processs_and_resumes(corpus, tmp_path):
+    """ema_decay under FSDP: each process averages its rows; the sharded checkpoint holds the average's parts,
+    a resumed run goes on from them, and multitx.load gives the whole average."""
+    common = ["eval_every=4", "device=cpu", "show_tokens=0", "optimizer=adamw", "plots=false", "ema_decay=0.7"]
+    train_in_process(*tiny_charlm_args(corpus, tmp_path / "one", "steps=8", "batch_size=8", *common))
+    run_dir = tmp_path / "fsdp"
+    train_in_two_processes(*tiny_charlm_args(corpus, run_dir, "steps=4", "batch_size=4", FSDP, *common))
+    train_in_two_processes(*tiny_charlm_args(corpus, run_dir, "steps=8", "batch_size=4", FSDP, "resume=auto",
+                                             *common))
+    assert multitx.load(run_dir, "latest").info["weights"].startswith("averaged")
+    assert largest_gap(tmp_path / "one", run_dir) <= 1e-5  # the averaged weights, both
+    trained = multitx.load(run_dir, "latest", weights="trained").model.state_dict()
+    averaged = weights_of(run_dir)
+    assert max((trained[k] - averaged[k]).abs().max().item() for k in trained) > 1e-3

@@ -11,7 +11,7 @@ from multitx import LanguageModel, LanguageModelConfig, TrunkConfig
 from multitx.benchmarks import gpu, peaks
 from tests.conftest import SHARED_SHAKESPEARE, run_module
 
-PARTS = ["babygpt", "mfu", "vit", "fashion", "caption", "recompute"]
+PARTS = ["babygpt", "mfu", "vit", "fashion", "caption", "recompute", "sharding"]
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -66,6 +66,12 @@ def test_every_part_of_the_smoke_run_went_through_its_code_path(smoke):
     recomputed = parts["recompute"]["details"]
     assert parts["recompute"]["result"].startswith("saved for backward (no peak counter on the CPU)")
     assert 0 < recomputed["with"]["peak"] < recomputed["without"]["peak"] and recomputed["with"]["tokens_per_s"] > 0
+    sharded = parts["sharding"]["details"]  # 2 gloo processes on the CPU, both strategies in one launch
+    assert parts["sharding"]["result"].startswith("2 processes: ddp "), parts["sharding"]["result"]
+    assert sorted((r["strategy"], r["rank"]) for r in sharded["rows"]) == [("ddp", 0), ("ddp", 1), ("fsdp", 0),
+                                                                          ("fsdp", 1)]
+    assert all(sharded[s]["tokens_per_s"] > 0 and sharded[s]["mfu"] is None for s in ("ddp", "fsdp"))
+    assert 0.45 < sharded["params_optim_ratio"] < 0.55, "each process holds half the rows of each parameter"
 
 
 def test_flops_per_token_of_gpt2_small_is_nanogpts_estimate_worked_by_hand():
@@ -130,6 +136,19 @@ def test_fashion_without_its_data_is_skipped_in_one_line(tmp_path):
     row = gpu.run_part("fashion", suite)
     assert row.result == f"skipped: Fashion-MNIST is not in {nowhere} (its four IDX files); give fashion_root=DIR"
     assert row.reached is False and not (tmp_path / "out").exists(), "nothing was trained"
+
+
+def test_the_sharding_part_with_fewer_than_two_gpus_is_skipped_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    suite = gpu.Suite(smoke=False, device=torch.device("cpu"), device_name="cpu", out=tmp_path / "out",
+                      data_dir=tmp_path, fashion_root=tmp_path)
+    row = gpu.run_part("sharding", suite)
+    assert row.result == "skipped: needs 2 or more GPUs to compare DDP with FSDP across them; this machine shows 1"
+    assert row.reached is False and row.seconds < 1, "nothing was launched"
+
+
+def test_the_shares_are_the_suites_8_minutes_and_each_part_has_one():
+    assert list(gpu.SHARES) == list(gpu.PARTS) and sum(gpu.SHARES.values()) == 480
 
 
 def test_without_cuda_and_without_smoke_it_refuses_in_one_line(tmp_path):

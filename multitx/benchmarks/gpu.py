@@ -6,7 +6,7 @@
 Each part has a share of the 8 minutes; one still running at the end of its share is stopped
 and reports what it had; one that fails writes its one-line error and the others still run.
 
-  babygpt  120 s  nanoGPT's baby GPT (6 layers, 6 heads, 384 dims, context 256, batch 64, dropout 0.2,
+  babygpt  100 s  nanoGPT's baby GPT (6 layers, 6 heads, 384 dims, context 256, batch 64, dropout 0.2,
                   AdamW 1e-3 cosine to 1e-4 over 5000 steps, warm-up 100, betas 0.9/0.99, bf16,
                   compile=true) with the charlm recipe's QK-norm, on tinyshakespeare through the
                   ordinary engine, evaluated every 250
@@ -18,17 +18,26 @@ and reports what it had; one that fails writes its one-line error and the others
   vit       70 s  multitx's ViT against timm's (vit_vs_timm.py's build_models), batch 128, bf16, both
                   compiled: training and inference images/s, medians of 5 alternating rounds of 30 steps.
                   Goal: at least as fast as timm in both.
-  fashion  100 s  task=vit_fashion with vit_fashion.py's GPU recipe, evaluated every epoch on the val
+  fashion   85 s  task=vit_fashion with vit_fashion.py's GPU recipe, evaluated every epoch on the val
                   split held out of the training images, stopped at val_acc >= 0.945; the test split is
                   scored once at the end. Goal: test accuracy >= 94.5% within 60 s. Data: fashion_root=DIR.
   caption   80 s  task=caption's recipe on data=shapes (generated once into data_dir), evaluated every
                   250 steps with beam search (3 beams, as caption_shapes scores), stopped at
                   exact_match >= 0.97: the time, and BLEU-4 then.
-  recompute 20 s  activation checkpointing (model.trunk.activation_checkpointing) on the mfu part's
+  recompute 15 s  activation checkpointing (model.trunk.activation_checkpointing) on the mfu part's
                   shape, 16 x 1024 tokens a step, bf16, not compiled, AdamW: 2 untimed and 5 timed steps
                   without, then with it; the peak memory allocated over a step (beyond the weights,
                   gradients and optimizer state) and tokens/s of each (activation_memory.py's
                   training_peaks). Goal: the peak at most half.
+  sharding  40 s  with 2 or more GPUs (skipped in one line with fewer): DDP against FSDP (strategy=ddp and
+                  strategy=fsdp, engine/sharding.py) on every GPU under torchrun, one process a GPU, both
+                  in the same processes one after the other (fsdp_memory.py's worker): GPT-2 small's
+                  shape as gpt2_config builds it (biases, tied head), its vocabulary padded to 50,304 as
+                  the mfu part's, 16 x 1024 tokens a step a GPU, bf16, not compiled, fused AdamW: 3
+                  untimed and 10 timed steps. Tokens/s, MFU a GPU, torch.cuda.max_memory_allocated a
+                  GPU, and the bytes of each GPU's parameters and optimizer state. Goal: FSDP's
+                  parameters + optimizer state a GPU at most 1/N + 5% of DDP's (55% with 2 GPUs, the
+                  goal of fsdp_memory.py's CPU benchmark).
 
 "training s" is the trainer's time_s (seconds since training started, compilation included), on
 which the goals are judged; "wall" adds data preparation and model building around train(). The
@@ -55,7 +64,7 @@ import numpy as np
 import torch
 from omegaconf import ListConfig
 
-from multitx.benchmarks import activation_memory, peaks
+from multitx.benchmarks import activation_memory, fsdp_memory, peaks
 from multitx.benchmarks.charlm import stage_shakespeare
 from multitx.benchmarks.vit_fashion import RECIPES
 from multitx.cli import load_config, parse_args, run_cli
@@ -68,8 +77,8 @@ from multitx.engine.trainer import train
 from multitx.errors import UserError
 from multitx.files import sha256_file
 
-SHARES = {"babygpt": 120, "mfu": 90, "vit": 70, "fashion": 100, "caption": 80,
-          "recompute": 20}  # seconds: 480 of the 480
+SHARES = {"babygpt": 100, "mfu": 90, "vit": 70, "fashion": 85, "caption": 80,
+          "recompute": 15, "sharding": 40}  # seconds: 480 of the 480
 SMOKE_SHARE = 60  # seconds, each part of a smoke run
 
 BABYGPT = ["task=charlm", "data=shakespeare", "model.trunk.layers=6", "model.trunk.heads=6", "model.trunk.dim=384",
@@ -268,6 +277,50 @@ def recompute(suite: Suite):
     return result, ratio <= 0.5, {"without": off, "with": on, "peak_ratio": ratio, "speed_ratio": speed}
 
 
+# the sharding part: GPT-2 small's shape (fsdp_memory.build), a batch a GPU; the smoke run's tiny one
+SHARDING = {**fsdp_memory.GPT2_SMALL, "vocab": 50304, "batch": 16, "tokens": 1024, "warmup": 3, "steps": 10}
+SMOKE_SHARDING = {"layers": 2, "dim": 32, "heads": 2, "vocab": 64, "context": 32, "batch": 2, "tokens": 32,
+                  "warmup": 1, "steps": 2}
+
+
+def per_strategy(rows: list[dict], strategy: str) -> dict:
+    """One strategy's figures over its processes: tokens/s in all and a process, MFU a process (their mean),
+    and the largest of the processes' memory figures."""
+    mine = [r for r in rows if r["strategy"] == strategy]
+    mfus = [r["mfu"] for r in mine]
+    return {"tokens_per_s": sum(r["tokens_per_s"] for r in mine),
+            "tokens_per_s_each": sum(r["tokens_per_s"] for r in mine) / len(mine),
+            "mfu": None if None in mfus else sum(mfus) / len(mfus),
+            "params_optim": max(r["params"] + r["optim"] for r in mine),
+            "peak": max(r["cuda_peak"] for r in mine) if "cuda_peak" in mine[0] else None}
+
+
+def sharding(suite: Suite):
+    if suite.smoke:  # two gloo processes on the CPU, a thread each
+        processes, spec = 2, {**SMOKE_SHARDING, "device": "cpu", "precision": "fp32"}
+    else:
+        processes = torch.cuda.device_count()
+        if processes < 2:
+            raise Skipped(f"needs 2 or more GPUs to compare DDP with FSDP across them; this machine shows {processes}")
+        spec = {**SHARDING, "device": "cuda", "precision": "bf16"}
+    rows = fsdp_memory.run({**spec, "strategies": list(fsdp_memory.STRATEGIES)}, processes)
+    figures = {strategy: per_strategy(rows, strategy) for strategy in fsdp_memory.STRATEGIES}
+    ratio = figures["fsdp"]["params_optim"] / figures["ddp"]["params_optim"]
+    unit = "a GPU" if suite.device.type == "cuda" else "a process"
+
+    def said(strategy: str) -> str:
+        f = figures[strategy]
+        utilisation = f"MFU {f['mfu']:.1%}" if f["mfu"] is not None else "no MFU"
+        memory = f"peak {size(f['peak'])}" if f["peak"] is not None else "no peak counter on the CPU"
+        return (f"{strategy} {f['tokens_per_s']:,.0f} tokens/s ({f['tokens_per_s_each']:,.0f} {unit}), "
+                f"{utilisation}, {memory}, params + optimizer {size(f['params_optim'])} {unit}")
+
+    result = f"{processes} {'GPUs' if suite.device.type == 'cuda' else 'processes'}: {said('ddp')}; {said('fsdp')}; " \
+             f"fsdp's params + optimizer {ratio:.2f}x ddp's"
+    return result, ratio <= 1 / processes + 0.05, {"processes": processes, **figures, "params_optim_ratio": ratio,
+                                                   "rows": rows}
+
+
 PARTS = {  # name: (function, what it measures, goal)
     "babygpt": (babygpt, "nanoGPT's baby GPT on tinyshakespeare, bf16, compiled", "val loss <= 1.47 within 45 s"),
     "mfu": (model_flops, "GPT-2-small shape, 16 x 1024 tokens a step, bf16, compiled", "MFU >= 45%"),
@@ -276,6 +329,8 @@ PARTS = {  # name: (function, what it measures, goal)
     "caption": (caption, "captioner on shapes, task=caption's recipe", "val exact match >= 0.97"),
     "recompute": (recompute, "activation checkpointing, GPT-2-small shape, 16 x 1024 tokens, bf16",
                   "peak memory <= 0.5x without"),
+    "sharding": (sharding, "DDP against FSDP on 2+ GPUs, GPT-2-small shape, 16 x 1024 tokens a GPU, bf16",
+                 "fsdp params + optimizer a GPU <= 1/N + 5% of ddp's"),
 }
 
 

@@ -7,6 +7,8 @@
                           count]: each process's loss is weighted by its share of the global batch's targets,
                           so that DDP's average is the gradient of the mean over all of them, and the step
                           reports that mean, as one process would (weighed_by_share)
+    under DDP or FSDP, the loss reported is the mean over the processes (one all-reduce of a number), as one
+                          process with the global batch would report it
     unscale the gradients (only fp16 scales them), clip them
     one small all-reduce: every process agrees on "loss finite?", "gradients finite?", "stop asked?"
     all finite: the optimizer steps through the scaler (which finds the same gradients finite)
@@ -55,7 +57,8 @@ class Stepper:
 
     def __call__(self, batches, stop_asked: bool) -> StepResult:
         cfg, runtime, scaler = self.cfg, self.runtime, self.scaler
-        loss_sum = torch.zeros((), device=runtime.device)
+        loss_sum = torch.zeros((), device=runtime.device)  # the step's loss over the whole global batch
+        own_sum = torch.zeros((), device=runtime.device)  # this process's share of it, where not weighed yet
         items = 0
         for micro in range(cfg.grad_accum):
             batch = runtime.to_device(next(batches))
@@ -67,8 +70,15 @@ class Stepper:
                 loss, global_mean = weighed_by_share(loss, scored, runtime.world_size)
             loss = loss / cfg.grad_accum  # as one process with grad_accum: each micro-batch's mean weighs the same
             scaler.scale(loss).backward()
-            loss_sum += loss.detach() if scored is None else global_mean / cfg.grad_accum
+            if scored is None:
+                own_sum += loss.detach()
+            else:
+                loss_sum += global_mean / cfg.grad_accum
             items += self.task.items_in(batch)
+        if runtime.distributed:  # the mean of the processes' losses: what one process with the global batch reports
+            dist.all_reduce(own_sum)
+            own_sum /= runtime.world_size
+        loss_sum += own_sum
         scaler.unscale_(self.optimizer)  # clipping sees the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
         grad_norm = sharding.local(grad_norm)  # under FSDP the norm of all the shards' gradients, a DTensor

@@ -192,7 +192,7 @@ class Captioner(nn.Module):
         if ids.dim() == 3:
             memory = memory.repeat_interleave(ids.shape[1], dim=0)  # (B*R, N, D): each image once per caption
             ids = ids.flatten(0, 1)  # (B*R, T+1)
-        real = real_tokens(ids, self.config.eos_id)  # (B*R, T+1): <bos>, the words, <eos>; not the padding
+        real = real_tokens(ids, self.config.eos_id, self.config.pad_id)  # (B*R, T+1): <bos> .. <eos>, no padding
         inputs, targets = ids[:, :-1], ids[:, 1:].masked_fill(~real[:, 1:], IGNORED)  # (B*R, T) each
         mask = real[:, :-1]
         if self.training and self.config.word_dropout > 0:
@@ -248,18 +248,22 @@ PARTS = ("encoder", "projector", "cross", "decoder")  # what freeze= and lr_scal
 IGNORED = -100  # a target the loss skips: padding
 
 
-def real_tokens(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+def real_tokens(ids: torch.Tensor, eos_id: int, pad_id: int | None = None) -> torch.Tensor:
     """ids (..., L) = <bos> w1 .. wn <eos> <pad>... -> (..., L) bool: True up to and including the first <eos>
-    after <bos>. Read from the <eos>, not from the padding's id: GPT-2's tokenizer has one end-of-text token
-    for <bos>, <eos> and padding alike, and its first <eos> is a target the decoder must learn to write."""
+    after <bos>, and never at a padding id where padding has an id of its own (pad_id, if it is not <eos>'s).
+    Read from the <eos> first: GPT-2's tokenizer has one end-of-text token for <bos>, <eos> and padding alike,
+    and its first <eos> is a target the decoder must learn to write."""
     ends = ids == eos_id
     ends[..., 0] = False  # <bos> may be the end-of-text token itself
-    return (ends.cumsum(-1) - ends.long()) == 0  # no <eos> before this position
+    real = (ends.cumsum(-1) - ends.long()) == 0  # no <eos> before this position
+    if pad_id is not None and pad_id != eos_id:  # ids given padded without an <eos> (a word vocabulary's <pad>)
+        real &= ids != pad_id
+    return real
 
 
-def scored_tokens(ids: torch.Tensor, eos_id: int) -> int:
+def scored_tokens(ids: torch.Tensor, eos_id: int, pad_id: int | None = None) -> int:
     """How many targets the loss of a batch of captions ids (..., L) scores: its real tokens after <bos>."""
-    return int(real_tokens(ids, eos_id)[..., 1:].sum())
+    return int(real_tokens(ids, eos_id, pad_id)[..., 1:].sum())
 
 
 def rename_former_tensors(state_dict, prefix, *args) -> None:

@@ -191,7 +191,7 @@ class CaptionTask(Task):
 
     def scored_in(self, batch) -> int:
         # The loss is a mean per real token, and captions differ in length: DDP weighs processes by this.
-        return scored_tokens(batch["ids"], self.vocab.eos_id)
+        return scored_tokens(batch["ids"], self.vocab.eos_id, self.vocab.pad_id)
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
