@@ -93,7 +93,7 @@ def load(path, which: str = "best", *, device="cpu", trust_code: bool = False, t
         raise UserError(f"{source}/config.yaml does not describe a model multitx can build ({type(err).__name__}: "
                         f"{err}); is it a run of this multitx version or an older one?") from None
     averaged = weights == "averaged" and checkpoint.has_average(folder)
-    checkpoint.load_weights(model, folder / checkpoint.EMA if averaged else folder)
+    checkpoint.load_weights(model, folder, averaged=averaged)
     extras = dict(extras)
     extras["weights"] = f"averaged (ema_decay={cfg.get('ema_decay', 0.0):g})" if averaged else "trained"
     if averaged and tool != "multitx.load":  # a command's output is the average's: it says so, apart from it

@@ -53,8 +53,8 @@ def test_each_process_weighs_its_loss_by_its_share_of_the_global_batch_s_targets
     import multitx.engine.step as step
 
     def all_reduce(tensor, op=step.dist.ReduceOp.SUM):  # the other process: [loss x scored, scored] = [9, 9]
-        if op == step.dist.ReduceOp.SUM:  # (the flags' all_reduce, a maximum, finds them the same there)
-            tensor += torch.tensor([9.0 * 1.0, 9.0])
+        if op == step.dist.ReduceOp.SUM and tensor.dim() == 1:  # (the flags' all_reduce, a maximum, finds them
+            tensor += torch.tensor([9.0 * 1.0, 9.0])  # the same there; the unweighed losses' sum is 0 in both)
 
     monkeypatch.setattr(step.dist, "all_reduce", all_reduce)
     model = torch.nn.Module()

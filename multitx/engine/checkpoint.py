@@ -285,12 +285,15 @@ def load_average(folder: Path) -> dict[str, torch.Tensor] | None:
         raise UserError(f"{file} is truncated or corrupt ({err}); use an earlier checkpoint") from None
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load model.safetensors (or ema.safetensors, given as a file) into `model`, strictly: every tensor
-    present, every shape equal."""
+def load_weights(model: torch.nn.Module, path: Path, *, averaged: bool = False) -> None:
+    """Load model.safetensors (or ema.safetensors, given as a file, or with averaged=True) into `model`,
+    strictly: every tensor present, every shape equal. A sharded checkpoint's parts are read alike."""
     if Path(path).is_dir() and (Path(path) / SHARDS).is_dir():
-        return load_sharded_weights(model, Path(path))
-    file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+        load_sharded_weights(model, Path(path))
+        if averaged:  # the averages in place of the trained parameters (buffers stay as saved)
+            model.load_state_dict(load_average(Path(path)), strict=False)
+        return None
+    file = Path(path) / ("model.safetensors" if not averaged else EMA) if Path(path).is_dir() else Path(path)
     if file.name in ("model.safetensors", EMA):
         verify(file.parent, (file.name,))
     try:

@@ -71,9 +71,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     runtime = setup_runtime(cfg.device, cfg.precision, timeout_s=cfg.get("dist_timeout", 300))
     lock = lock_run(Path(cfg.run_dir), runtime)
     try:
-        return train_locked(cfg, runtime, task_class, overrides)
+        metrics = train_locked(cfg, runtime, task_class, overrides)
     finally:
         lock.release(remove_empty_folder=True)
+    if runtime.distributed and dist.is_initialized():  # gloo's and NCCL's threads stopped before Python exits,
+        dist.destroy_process_group()  # not torn down under them (which aborts with "terminate called")
+    return metrics
 
 
 def check(cfg: DictConfig) -> type[Task]:
@@ -110,7 +113,7 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
     if sharding.sharded(cfg, runtime):  # the model, built and restored whole, is now split across the processes
         replica = sharding.Replica(model, runtime)
         moved = full_optimizer_state(model, optimizer) if start_from else None
-        averaged = average.state_dict() if average is not None else None
+        averaged = average.state_dict() if average is not None and start_from else None  # else rank 0's start
         sharding.shard(model, runtime)
         optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))  # over the sharded parameters
         peak_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -118,7 +121,8 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
             move_optimizer_state(model, optimizer, moved)
         if average is not None:
             average = ema.WeightAverage(model, cfg.ema_decay)
-            average.load_state_dict(averaged)
+            if averaged is not None:
+                average.load_state_dict(averaged)
 
     config_yaml = OmegaConf.to_yaml(cfg)  # after build_model: a model started from timm records what was built
     settings = OmegaConf.to_container(cfg, resolve=True)  # the same, as plain data: provenance, the loggers
