@@ -71,6 +71,7 @@ def test_a_vit_under_fsdp_reaches_the_weights_of_one_process(tmp_path):
     train_in_two_processes(*run_dir_args(images, tmp_path / "fsdp", tmp_path / "data", *common, "batch_size=4",
                                          FSDP))
     assert largest_gap(tmp_path / "one", tmp_path / "fsdp") <= 1e-5
+    assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
 
 
 @pytest.mark.parametrize("fusion", ["cross", "prefix"])
@@ -84,6 +85,7 @@ def test_the_captioner_under_fsdp_reaches_the_weights_of_one_process(tmp_path, f
     fsdp = tiny_caption_args(tmp_path / "fsdp", *common, "batch_size=4", FSDP)
     train_in_two_processes(*[a if not a.startswith("data_dir=") else f"data_dir={tmp_path / 'data'}" for a in fsdp])
     assert largest_gap(tmp_path / "one" / "run", tmp_path / "fsdp" / "run") <= 1e-5
+    assert losses(tmp_path / "fsdp" / "run") == pytest.approx(losses(tmp_path / "one" / "run"), rel=1e-5)
 
 
 # Sharded checkpoints
