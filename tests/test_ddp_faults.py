@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from multitx.engine import checkpoint
 from multitx.engine.run_setup import check_same_global_batch
 from multitx.engine.runtime import Runtime
+from multitx.engine.sharded_checkpoint import is_sharded
 from multitx.errors import UserError
 from tests.conftest import REPO, tiny_charlm_args, write_line_corpus
 from tests.test_engine import train_in_process, weights
@@ -87,11 +88,13 @@ def test_a_run_checkpointed_on_one_process_resumes_on_two(reference, tmp_path):
     assert_same_weights(ref, run_dir)
 
 
-def test_sigterm_to_the_launcher_saves_one_checkpoint_and_exits_143(reference, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_sigterm_to_the_launcher_saves_one_checkpoint_and_exits_143(reference, tmp_path, strategy):
+    """Under FSDP the one checkpoint is sharded: each process writes its part, process 0 the rest."""
     corpus, _ = reference
     run_dir = tmp_path / "run"
     process = launch(*tiny_charlm_args(corpus, run_dir, "steps=100000", "eval_every=100000", "device=cpu",
-                                       "show_tokens=0", "batch_size=4"))
+                                       "show_tokens=0", "batch_size=4", f"strategy={strategy}"))
     deadline = time.time() + 120
     while not (run_dir / "steps.jsonl").exists() or not (run_dir / "steps.jsonl").read_text():
         assert time.time() < deadline and process.poll() is None, process.communicate()[1][-3000:]
@@ -102,6 +105,8 @@ def test_sigterm_to_the_launcher_saves_one_checkpoint_and_exits_143(reference, t
     assert "Traceback" not in err, err[-3000:]
     saved = checkpoint.step_dirs(run_dir / "checkpoints")
     assert len(saved) == 1, "one checkpoint, written once by rank 0"
+    assert is_sharded(saved[0]) == (strategy == "fsdp")
+    checkpoint.verify(saved[0])
     step = checkpoint.load_state(saved[0])["step"]
     assert out.count(f"stopped at step {step} by signal 15") == 1
     assert checkpoint.load_state(saved[0])["processes"] == 2

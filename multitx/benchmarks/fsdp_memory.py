@@ -61,6 +61,7 @@ from pathlib import Path
 
 import torch
 
+from multitx.benchmarks.activation_memory import memory_status
 from multitx.cli import parse_args, run_cli
 from multitx.config.rules import Choice, Flag, Whole
 from multitx.config.settings import setting
@@ -85,16 +86,6 @@ class FSDPMemoryArgs:
                           "run sets it (engine/cpu_memory.py); glibc: glibc's default thresholds")
     smoke: bool = setting(False, Flag(), f"{SMOKE}: every path, quickly (--smoke is the same)")
     debug: bool = setting(False, Flag(), "show full tracebacks instead of one-line errors")
-
-
-def memory_status() -> dict[str, int]:
-    """VmRSS (resident now) and VmHWM (the most ever resident) of this process, in bytes (Linux)."""
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0]) * 1024  # "123456 kB"
-    return found
 
 
 def local_bytes(tensors) -> int:

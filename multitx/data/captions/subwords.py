@@ -15,6 +15,7 @@ own tokenizer.json (model.decoder_pretrained, or data.tokenizer_file).
 
 from pathlib import Path
 
+from multitx.data.captions.vocab import framed
 from multitx.data.text.bpe import BytePairTokenizer
 from multitx.data.text.tokenizers import visible
 from multitx.errors import UserError
@@ -51,9 +52,7 @@ class CaptionBPE:
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """text -> [bos, t1 .. tn, eos]; with max_len, the tokens are cut so that the whole sequence fits."""
         ids = self.bpe.encode_batch([text.strip()])[0]  # byte-level: every text encodes
-        if max_len is not None:
-            ids = ids[: max_len - 2]
-        return [self.bos_id, *ids, self.eos_id]
+        return framed(ids, self.bos_id, self.eos_id, max_len)
 
     def decode(self, ids) -> str:
         """ids of the tokens written -> the caption's text, up to the first end-of-text."""

@@ -31,6 +31,11 @@ def normalize(text: str) -> str:
     return " ".join(words(text))
 
 
+def framed(ids: list[int], bos: int, eos: int, max_len: int | None) -> list[int]:
+    """A caption's token ids -> [bos, *ids, eos], the ids cut so that the whole fits in max_len (if given)."""
+    return [bos, *(ids if max_len is None else ids[: max_len - 2]), eos]
+
+
 class WordVocab:
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
 
@@ -56,10 +61,7 @@ class WordVocab:
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """text -> [bos, w1 .. wn, eos]; unknown words become <unk>. With max_len,
         the words are cut so that the whole sequence (bos and eos included) fits."""
-        ids = [self.index.get(w, self.unk_id) for w in words(text)]
-        if max_len is not None:
-            ids = ids[: max_len - 2]
-        return [self.bos_id, *ids, self.eos_id]
+        return framed([self.index.get(w, self.unk_id) for w in words(text)], self.bos_id, self.eos_id, max_len)
 
     def decode(self, ids) -> str:
         """ids -> words up to the first eos; bos and padding are skipped."""
