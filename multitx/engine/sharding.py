@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel
 from multitx.engine.runtime import Runtime
 from multitx.nn.trunk import Block
 
-STRATEGIES = ("ddp", "fsdp")
 REDUCED = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precision= -> the dtype FSDP gathers parameters in
 
 
@@ -95,7 +94,6 @@ class Replica:
     (a collective: every process calls it)."""
 
     def __init__(self, model: torch.nn.Module, runtime: Runtime):
-        self.runtime = runtime
         self.model = copy.deepcopy(model) if runtime.is_main else None
 
     def refresh(self, sharded_model: torch.nn.Module) -> torch.nn.Module | None:

@@ -79,6 +79,25 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     return metrics
 
 
+def shard_run(model, optimizer, average, task: Task, cfg: DictConfig, runtime: Runtime, *, resumed: bool):
+    """strategy=fsdp: rank 0's whole copy of the model made, the model sharded, and its optimizer and weight
+    average made anew over the sharded parameters, each carrying over what a resumed run restored into the
+    whole ones (a fresh run's average starts from rank 0's weights, which shard() gives every process).
+    Returns (the replica, the optimizer, the average or None)."""
+    replica = sharding.Replica(model, runtime)
+    moved = full_optimizer_state(model, optimizer) if resumed else None
+    averaged = average.state_dict() if average is not None and resumed else None
+    sharding.shard(model, runtime)
+    optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))
+    if moved is not None:
+        move_optimizer_state(model, optimizer, moved)
+    if average is not None:
+        average = ema.WeightAverage(model, cfg.ema_decay)
+        if averaged is not None:
+            average.load_state_dict(averaged)
+    return replica, optimizer, average
+
+
 def check(cfg: DictConfig) -> type[Task]:
     """Everything `train` checks before it builds anything (every value, the task's and the dataset's rules,
     the length, the loggers): a mistake is one line here. Returns the task's class."""
@@ -111,18 +130,8 @@ def train_locked(cfg: DictConfig, runtime: Runtime, task_class: type[Task], over
     step, best, skipped, overflows, scaler_state = progress or (0, None, 0, 0, {})
     replica = None  # strategy=fsdp: rank 0's whole copy for the work it does alone (sharding.py)
     if sharding.sharded(cfg, runtime):  # the model, built and restored whole, is now split across the processes
-        replica = sharding.Replica(model, runtime)
-        moved = full_optimizer_state(model, optimizer) if start_from else None
-        averaged = average.state_dict() if average is not None and start_from else None  # else rank 0's start
-        sharding.shard(model, runtime)
-        optimizer = build_optimizer(model, cfg, runtime, task.lr_scales(model))  # over the sharded parameters
-        peak_lrs = [group["lr"] for group in optimizer.param_groups]
-        if moved is not None:
-            move_optimizer_state(model, optimizer, moved)
-        if average is not None:
-            average = ema.WeightAverage(model, cfg.ema_decay)
-            if averaged is not None:
-                average.load_state_dict(averaged)
+        # peak_lrs stay: the sharded optimizer's groups are the whole one's, in the same order
+        replica, optimizer, average = shard_run(model, optimizer, average, task, cfg, runtime, resumed=bool(start_from))
 
     config_yaml = OmegaConf.to_yaml(cfg)  # after build_model: a model started from timm records what was built
     settings = OmegaConf.to_container(cfg, resolve=True)  # the same, as plain data: provenance, the loggers

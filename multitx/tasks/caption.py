@@ -122,8 +122,10 @@ class CaptionTask(Task):
         return found
 
     def decoder_folder(self) -> Path:
+        """The GPT-2 folder model.decoder_pretrained=hf:FOLDER names (or fetched once, for a hub name)."""
         spec = str(self.cfg.model.decoder_pretrained)
-        return gpt2_folder(f"hf:{hf_spec(spec)}", key="model.decoder_pretrained")
+        hf_spec(spec)  # hf:FOLDER, or one line saying so
+        return gpt2_folder(spec, key="model.decoder_pretrained")
 
     @property
     def test_split(self) -> CaptionSplit:
