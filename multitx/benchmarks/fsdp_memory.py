@@ -179,7 +179,7 @@ def worker(spec: dict) -> None:
     process's figures to spec["out"] (a JSON list of rows) and prints its table."""
     import torch.distributed as dist
 
-    from multitx.engine.runtime import setup_runtime
+    from multitx.engine.runtime import leave_process_group, setup_runtime
 
     runtime = setup_runtime(spec["device"], spec["precision"])
     if spec.get("malloc") == "glibc":  # undo what setup_runtime set for the CPU (engine/cpu_memory.py)
@@ -195,8 +195,7 @@ def worker(spec: dict) -> None:
     if runtime.is_main:
         Path(spec["out"]).write_text(json.dumps(rows), encoding="utf-8")
         print(process_table(rows), flush=True)
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_process_group(runtime)
 
 
 def launch(spec: dict, processes: int, threads: int | None = 1) -> subprocess.Popen:

@@ -1,5 +1,6 @@
 """Where and how the maths runs: device, precision, processes, seeds."""
 
+import gc
 import os
 import random
 from contextlib import nullcontext
@@ -88,6 +89,20 @@ def setup_runtime(device: str = "auto", precision: str = "auto", timeout_s: floa
     chosen = choose_precision(precision, kind, capability, cuda_bf16_native() if kind == "cuda" else None)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
     return Runtime(dev, dtype, rank, world_size, note=precision_note(precision, chosen, kind))
+
+
+def leave_process_group(runtime: Runtime) -> None:
+    """The end of a distributed run that went well: every process meets once more, then the process group is
+    torn down, while Python is whole. Left to the interpreter's exit, gloo's and NCCL's threads (and the
+    collectives FSDP keeps hold of, in the sharded model's reference cycles) are destroyed under it, which
+    now and then aborts the process ("terminate called without an active exception", exit -6) after a run
+    that completed. So: the cycles freed first (gc), all processes here (nobody still working: rank 0 runs
+    the test split alone), then destroy_process_group."""
+    if not (runtime.distributed and dist.is_initialized()):
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def cuda_device(asked: str, index: int | None, world_size: int) -> torch.device:

@@ -34,7 +34,7 @@ from multitx.engine.loggers import logger_classes
 from multitx.engine.metrics import MetricsLog
 from multitx.engine.optimizers import build_optimizer
 from multitx.engine.run_setup import build_model, lock_run, restore, resume_point
-from multitx.engine.runtime import Runtime, rng_state, seed_everything, setup_runtime
+from multitx.engine.runtime import Runtime, leave_process_group, rng_state, seed_everything, setup_runtime
 from multitx.engine.sharded_checkpoint import full_optimizer_state, move_optimizer_state
 from multitx.engine.step import Stepper
 from multitx.engine.stopping import Interrupted, StopSignals, collective_reason, is_collective_failure
@@ -74,8 +74,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         metrics = train_locked(cfg, runtime, task_class, overrides)
     finally:
         lock.release(remove_empty_folder=True)
-    if runtime.distributed and dist.is_initialized():  # gloo's and NCCL's threads stopped before Python exits,
-        dist.destroy_process_group()  # not torn down under them (which aborts with "terminate called")
+    leave_process_group(runtime)
     return metrics
 
 
